@@ -1,0 +1,1 @@
+"""Configuration files: one `get_config()` per experiment."""

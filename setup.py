@@ -1,0 +1,31 @@
+"""Installs visioncore_jax: `pip install -e .` (add `[test]` for the test suite, `[cuda12]` on NVIDIA GPUs)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="visioncore_jax",
+    version="0.1.0",
+    description="JAX/Flax training for vision models that tells you why a model is not learning.",
+    packages=find_packages(include=["visioncore_jax", "visioncore_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.6",
+        "orbax-checkpoint>=0.12,<0.13",
+        "clu>=0.0.12",
+        "ml-collections>=1.0",
+        "absl-py>=2.0",
+        "chex>=0.1.90",
+        "numpy>=1.26",
+        # clu.metric_writers and TFDS dataset preparation import TensorFlow; the CPU build is enough for both.
+        "tensorflow-cpu>=2.18",
+        "tensorboard>=2.18",
+        "tensorflow-datasets>=4.9.8",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "cuda12": ["jax[cuda12]>=0.10,<0.11"],
+    },
+)

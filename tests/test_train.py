@@ -1,0 +1,178 @@
+"""End-to-end training: TensorBoard scalars, checkpoints, exact resume after a kill, data-parallel equivalence,
+and clear errors for bad configs."""
+
+import functools
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from configs import test as test_config
+from visioncore_jax.data import build_input, to_global_batch
+from visioncore_jax.models import build_model
+from visioncore_jax.optim import build_optimizer
+from visioncore_jax.train import checkpointing, partitioning, train_and_evaluate
+from visioncore_jax.train.metrics import TrainMetrics
+from visioncore_jax.train.state import create_train_state
+from visioncore_jax.train.steps import train_step
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def config(tfds_data_dir):
+    """The tiny test config reading the session's TFDS dir."""
+    config = test_config.get_config()
+    config.data.data_dir = tfds_data_dir
+    return config
+
+
+def run_main(workdir, data_dir, *overrides, wait=True):
+    """Runs `main.py` on configs/test.py in a subprocess (a real process that can be killed)."""
+    command = [sys.executable, "main.py", f"--workdir={workdir}", "--config=configs/test.py",
+               f"--config.data.data_dir={data_dir}", *overrides]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        output, _ = process.communicate(timeout=300)
+        return process.returncode, output
+    return process
+
+
+def scalar_tags(workdir):
+    """Scalar names and their last values in the TensorBoard event files of `workdir`."""
+    accumulator = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return {tag: float(tf.make_ndarray(accumulator.Tensors(tag)[-1].tensor_proto))
+            for tag in accumulator.Tags()["tensors"]}
+
+
+def finished_steps(workdir):
+    """Steps with a finalized checkpoint in `workdir/checkpoints`."""
+    return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
+                  if os.path.basename(p).isdigit())
+
+
+def load_params(workdir, step):
+    """The parameters saved at `step` as numpy arrays."""
+    with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+        return manager.restore(step, args=ocp.args.StandardRestore())["params"]
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_writes_scalars_checkpoints_and_config(config, tmp_path):
+    workdir = str(tmp_path / "run")
+    state = train_and_evaluate(config, workdir)
+    assert int(state.step) == config.training.num_train_steps
+    scalars = scalar_tags(workdir)
+    for tag in ("train_loss", "train_accuracy", "train_learning_rate", "eval_loss", "eval_accuracy",
+                "steps_per_sec"):
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    num_classes = build_input(config).info.num_classes
+    # A few steps of a tiny model: the loss is still close to ln(K), and finite.
+    assert abs(scalars["eval_loss"] - np.log(num_classes)) < 1.0
+    assert 0.0 <= scalars["eval_accuracy"] <= 1.0
+    assert finished_steps(workdir)[-1] == config.training.num_train_steps
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_parameters(config, tfds_data_dir, tmp_path):
+    steps = ("--config.training.num_train_steps=60", "--config.training.checkpoint_every_steps=5")
+    reference_dir, resumed_dir = str(tmp_path / "reference"), str(tmp_path / "resumed")
+    code, output = run_main(reference_dir, tfds_data_dir, *steps)
+    assert code == 0, output[-3000:]
+
+    process = run_main(resumed_dir, tfds_data_dir, *steps, wait=False)
+    deadline = time.time() + 240
+    while not finished_steps(resumed_dir) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    output, _ = process.communicate()
+    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{output[-2000:]}"
+    killed_at = finished_steps(resumed_dir)
+    assert killed_at and killed_at[-1] < 60
+
+    code, output = run_main(resumed_dir, tfds_data_dir, *steps)
+    assert code == 0, output[-3000:]
+    assert f"Resumed from the checkpoint at step {killed_at[-1]}" in output
+    reference, resumed = load_params(reference_dir, 60), load_params(resumed_dir, 60)
+    jax.tree.map(np.testing.assert_array_equal, reference, resumed)
+
+
+def test_data_parallel_step_equals_single_device_step(config):
+    assert jax.device_count() == 8
+    pipeline = build_input(config)
+    batch = next(pipeline.train_batches(config.training.batch_size))
+    model = build_model(config, pipeline.info.num_classes)
+    tx, schedule = build_optimizer(config, steps_per_epoch=10, total_steps=100)
+    example = {k: v[:1] for k, v in batch.items() if k != "label"}
+    step = functools.partial(train_step, learning_rate_fn=schedule)
+
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = partitioning.make_mesh(devices)
+        state = partitioning.jit_replicated(create_train_state, mesh, model=model, tx=tx,
+                                            example_inputs=example, seed=0)()
+        metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
+        state, metrics = partitioning.jit_train_step(step, mesh)(state, metrics, to_global_batch(batch, mesh))
+        assert len(state.params["head"]["kernel"].sharding.device_set) == len(devices)
+        results.append((metrics.compute(), jax.device_get(state.params), jax.device_get(state.batch_stats)))
+
+    (metrics_1, params_1, stats_1), (metrics_8, params_8, stats_8) = results
+    np.testing.assert_allclose(metrics_1["loss"], metrics_8["loss"], rtol=1e-5)
+    np.testing.assert_allclose(metrics_1["grad_norm"], metrics_8["grad_norm"], rtol=1e-4)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), params_1, params_8)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), stats_1, stats_8)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.optimizer.learning_rat=0.1", 'Did you mean "learning_rate"'),
+        ("--config.training.batch_size=abc", "config.training.batch_size"),
+        ("--config.training.batch_size=36", "config.training.batch_size=36 must be a positive multiple of the 8"),
+        ("--config.training.dtype=float16", "config.training.dtype='float16' is not one of"),
+        ("--config.model.name=resnett", "config.model.name"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(tfds_data_dir, tmp_path, override, message):
+    code, output = run_main(str(tmp_path / "bad"), tfds_data_dir, override)
+    assert code != 0
+    assert message in output, output[-3000:]
+    assert not finished_steps(str(tmp_path / "bad"))
+
+
+@pytest.mark.slow
+def test_incompatible_checkpoint_is_a_clear_error(config, tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(config, workdir)
+    wider = config.copy_and_resolve_references()
+    wider.model.width = 16
+    with pytest.raises(checkpointing.IncompatibleCheckpointError, match="Use a new --workdir"):
+        train_and_evaluate(wider, workdir)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tfds_data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    process = run_main(workdir, tfds_data_dir, "--config.training.num_train_steps=100000",
+                       "--config.training.checkpoint_every_steps=100000", wait=False)
+    deadline = time.time() + 240
+    while not glob.glob(os.path.join(workdir, "events.out.tfevents.*")) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-3000:]
+    assert "rerun the same command to resume" in output
+    saved = finished_steps(workdir)
+    assert len(saved) == 1 and 0 < saved[0] < 100000

@@ -1,0 +1,175 @@
+"""`train_and_evaluate(config, workdir)`: the training loop that ties builders, steps, writers and checkpoints.
+
+Config flows one way: config → `build_input` / `build_model` / `build_optimizer` → pure jitted steps → metric
+writers and checkpoints. Re-running the same command in the same workdir resumes exactly where it stopped.
+"""
+
+import functools
+import logging
+import math
+import os
+import signal
+import threading
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import traverse_util
+from clu import metric_writers, parameter_overview, periodic_actions
+
+from visioncore_jax.data import build_input, to_global_batch
+from visioncore_jax.models import build_model
+from visioncore_jax.optim import build_optimizer
+from visioncore_jax.train import checkpointing, partitioning
+from visioncore_jax.train.validation import validate_training
+from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, prefixed
+from visioncore_jax.train.state import TrainState, create_train_state
+from visioncore_jax.train.steps import eval_step, train_step
+
+
+def resolve_num_train_steps(training: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """Total optimizer steps from exactly one of `num_epochs` / `num_train_steps` (the other must be <= 0)."""
+    by_epochs, by_steps = training.num_epochs > 0, training.num_train_steps > 0
+    if by_epochs == by_steps:
+        raise ValueError(
+            "Set exactly one of config.training.num_epochs and config.training.num_train_steps to a positive "
+            f"value (got num_epochs={training.num_epochs}, num_train_steps={training.num_train_steps}); "
+            "disable the other with -1."
+        )
+    if by_steps:
+        return int(training.num_train_steps)
+    return max(1, math.ceil(training.num_epochs * steps_per_epoch))
+
+
+class _StopRequest:
+    """Turns SIGTERM into a flag the loop checks after each step, so it can save and exit cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint at the end of this step, then exiting.")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _write_config_once(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes `workdir/config.json` on the first run of a workdir (process 0 only)."""
+    path = os.path.join(workdir, "config.json")
+    if jax.process_index() == 0 and not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _example_inputs(image_shape: tuple[int, ...]) -> dict:
+    """Zero inputs of one example (color and its brightness), for model initialisation."""
+    return {"color": jnp.zeros((1, *image_shape[:-1], 3)), "brightness": jnp.zeros((1, *image_shape[:-1], 1))}
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
+    """The config as flat `a.b` keys with scalar values, as TensorBoard's hparams plugin needs."""
+    flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
+
+
+def evaluate(state: TrainState, pipeline, eval_fn, batch_size: int, mesh) -> dict:
+    """One pass over the eval split; returns `{'eval_loss': ..., 'eval_accuracy': ...}` as floats."""
+    metrics = jax.device_put(EvalMetrics.empty(), partitioning.replicated(mesh))
+    for batch in pipeline.eval_batches(batch_size):
+        metrics = eval_fn(state, metrics, to_global_batch(batch, mesh))
+    return prefixed(metrics.compute(), "eval")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains and evaluates the configured model, writing TensorBoard events and checkpoints to `workdir`.
+
+    Returns the final train state. Interrupted runs (SIGTERM, a killed process) resume from the latest
+    checkpoint when the same command is run again, with the same data order and randomness.
+    """
+    training = config.training
+    validate_training(training)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = partitioning.make_mesh()
+    partitioning.check_batch_size(training.batch_size, mesh)
+    partitioning.check_batch_size(training.eval_batch_size, mesh, "config.training.eval_batch_size")
+
+    pipeline = build_input(config)
+    info = pipeline.info
+    steps_per_epoch = info.num_train_examples // training.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"config.training.batch_size={training.batch_size} exceeds the {info.num_train_examples} training "
+            "examples; use a smaller batch."
+        )
+    num_train_steps = resolve_num_train_steps(training, steps_per_epoch)
+    eval_every_steps = max(1, round(training.eval_every_epochs * steps_per_epoch))
+
+    model = build_model(config, info.num_classes)
+    tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
+    init = partitioning.jit_replicated(
+        create_train_state, mesh, model=model, tx=tx, example_inputs=_example_inputs(info.image_shape),
+        seed=config.seed,
+    )
+    state = init()
+
+    manager = checkpointing.create_manager(workdir, training.max_checkpoints_to_keep)
+    state = checkpointing.restore_latest(manager, state)
+    start_step = int(jax.device_get(state.step))
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    if start_step == 0:
+        _write_config_once(config, workdir)
+        parameter_overview.log_parameter_overview(state.params)
+        writer.write_hparams(_flat_hparams(config))
+    logging.info(
+        "Training %d steps (%d per epoch, global batch %d on %d devices) from step %d.",
+        num_train_steps, steps_per_epoch, training.batch_size, mesh.devices.size, start_step,
+    )
+
+    train_fn = partitioning.jit_train_step(
+        functools.partial(
+            train_step,
+            learning_rate_fn=learning_rate_fn,
+            label_smoothing=training.label_smoothing,
+            aux_loss_weight=config.model.aux_loss_weight,
+        ),
+        mesh,
+    )
+    eval_fn = partitioning.jit_eval_step(eval_step, mesh)
+    empty_train_metrics = lambda: jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))  # noqa: E731
+    train_metrics = empty_train_metrics()
+    progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer)
+
+    batches = pipeline.train_batches(training.batch_size, start_step=start_step)
+    with _StopRequest() as stop, metric_writers.ensure_flushes(writer):
+        for step in range(start_step + 1, num_train_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, train_metrics = train_fn(state, train_metrics, to_global_batch(next(batches), mesh))
+            progress(step)
+            is_last = step == num_train_steps
+            if step % training.log_every_steps == 0 or is_last:
+                writer.write_scalars(step, prefixed(train_metrics.compute(), "train"))
+                train_metrics = empty_train_metrics()
+            if step % eval_every_steps == 0 or is_last:
+                with progress.timed("eval"):
+                    eval_scalars = evaluate(state, pipeline, eval_fn, training.eval_batch_size, mesh)
+                writer.write_scalars(step, eval_scalars)
+                logging.info("Step %d: %s", step, eval_scalars)
+                checkpointing.save(manager, state, eval_scalars)
+            elif step % training.checkpoint_every_steps == 0 or stop.requested:
+                checkpointing.save(manager, state)
+            if stop.requested:
+                logging.warning("Stopped at step %d on SIGTERM; rerun the same command to resume.", step)
+                break
+    manager.wait_until_finished()
+    manager.close()
+    return state

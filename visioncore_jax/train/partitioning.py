@@ -1,0 +1,66 @@
+"""Data parallelism with `jax.jit` over a one-axis device mesh (pmap is in maintenance mode).
+
+The state is replicated, batches are split along their leading axis over the `data` axis. Under jit, BatchNorm
+statistics are computed over the whole global batch, so an 8-device step equals a 1-device step.
+"""
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh named `data` over `devices` (default: all devices of all processes)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device (parameters, optimizer state, metrics)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading (batch) axis over the `data` mesh axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, key: str = "config.training.batch_size") -> None:
+    """Raises a ValueError telling what to change when `batch_size` does not split evenly over devices."""
+    num_devices = mesh.devices.size
+    if batch_size <= 0 or batch_size % num_devices:
+        multiple = max(num_devices, (batch_size // num_devices) * num_devices or num_devices)
+        raise ValueError(
+            f"{key}={batch_size} must be a positive multiple of the {num_devices} devices in the mesh; "
+            f"use e.g. --{key}={multiple}."
+        )
+
+
+def jit_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
+    """Jits `step_fn(state, metrics, batch) -> (state, metrics)`; donates state and metrics buffers."""
+    return jax.jit(
+        step_fn,
+        in_shardings=(replicated(mesh), replicated(mesh), data_sharded(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=(0, 1),
+    )
+
+
+def jit_eval_step(step_fn: Callable, mesh: Mesh) -> Callable:
+    """Jits `step_fn(state, metrics, batch) -> metrics`; donates the metrics buffers."""
+    return jax.jit(
+        step_fn,
+        in_shardings=(replicated(mesh), replicated(mesh), data_sharded(mesh)),
+        out_shardings=replicated(mesh),
+        donate_argnums=(1,),
+    )
+
+
+def jit_replicated(fn: Callable, mesh: Mesh, **static) -> Callable:
+    """Jits a function of no device inputs (e.g. state initialisation) with replicated outputs."""
+    return jax.jit(functools.partial(fn, **static), out_shardings=replicated(mesh))

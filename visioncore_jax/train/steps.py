@@ -1,0 +1,76 @@
+"""Pure train and eval steps. They are jitted with explicit shardings in `partitioning.py`."""
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from visioncore_jax.optim import optimizer_metrics
+from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics
+from visioncore_jax.train.state import TrainState
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float | jax.Array = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def train_step(
+    state: TrainState,
+    metrics: TrainMetrics,
+    batch: Mapping[str, jax.Array],
+    *,
+    learning_rate_fn: optax.Schedule,
+    label_smoothing: float | jax.Array = 0.0,
+    aux_loss_weight: float = 0.0,
+) -> tuple[TrainState, TrainMetrics]:
+    """One optimizer step on `batch`; returns the new state and `metrics` merged with this step's.
+
+    The loss is the (label-smoothed) cross-entropy of the fused head plus `aux_loss_weight` times the mean
+    cross-entropy of the per-pathway auxiliary heads when the model has them. A step whose loss or gradients
+    are non-finite keeps the old BatchNorm statistics; the optimizer's NaN-skip keeps the old parameters.
+    """
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+        outputs, new_variables = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch,
+            train=True,
+            rngs={"dropout": dropout_rng},
+            mutable=["batch_stats"],
+        )
+        loss = cross_entropy(outputs["logits"], batch["label"], label_smoothing).mean()
+        for aux_logits in outputs.get("aux_logits", {}).values():
+            loss += aux_loss_weight * cross_entropy(aux_logits, batch["label"], label_smoothing).mean()
+        return loss, (outputs["logits"], new_variables["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    finite = jnp.isfinite(loss) & optax.tree_utils.tree_all_finite(grads)
+    batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats)
+    new_state = state.apply_gradients(grads, batch_stats)
+
+    opt_stats = optimizer_metrics(new_state.opt_state)
+    step_metrics = TrainMetrics.single_from_model_output(
+        loss=loss,
+        accuracy=(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
+        learning_rate=learning_rate_fn(state.step),
+        grad_norm=opt_stats["grad_norm"],
+        clipped=opt_stats["clipped"],
+        skipped_steps=opt_stats["skipped_steps"].astype(jnp.float32),
+    )
+    return new_state, metrics.merge(step_metrics)
+
+
+def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.Array]) -> EvalMetrics:
+    """Evaluates `batch` with running BatchNorm statistics; padding rows (`mask` 0) do not count."""
+    outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
+    logits = outputs["logits"]
+    step_metrics = EvalMetrics.single_from_model_output(
+        loss=cross_entropy(logits, batch["label"]),
+        accuracy=(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
+        mask=batch["mask"],
+    )
+    return metrics.merge(step_metrics)
