@@ -23,6 +23,8 @@ setup(
         "tensorboard>=2.18",
         "tensorflow-datasets>=4.9.8",
         "matplotlib>=3.8",
+        # TFDS builders defined outside TFDS (our embedded dataset) need it, but TFDS does not declare it.
+        "importlib_resources>=6",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],

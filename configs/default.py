@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.data_dir = ''
     # Root of an image folder (root/<split>/<class>/*.png); only for name='image_folder'.
     config.data.image_folder = ''
+    # Images are resized to image_size x image_size (CIFAR and the embedded dataset are 32 already).
+    config.data.image_size = 32
     config.data.train_split = 'train'
     config.data.eval_split = 'test'
     # Train-only augmentation: random crop after zero padding, horizontal flip.

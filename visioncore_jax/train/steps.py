@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from visioncore_jax.optim import optimizer_metrics
+from visioncore_jax.optim.transforms import all_finite
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics
 from visioncore_jax.train.state import TrainState
 
@@ -48,7 +49,7 @@ def train_step(
         return loss, (outputs["logits"], new_variables["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    finite = jnp.isfinite(loss) & optax.tree_utils.tree_all_finite(grads)
+    finite = jnp.isfinite(loss) & all_finite(grads)
     batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats)
     new_state = state.apply_gradients(grads, batch_stats)
 

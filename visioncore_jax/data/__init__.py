@@ -1,0 +1,54 @@
+"""Input pipelines built from `config.data`: TFDS datasets, the embedded offline dataset, image folders."""
+
+import jax
+import ml_collections
+
+from visioncore_jax.data.embedded import EmbeddedShapes, generate_examples
+from visioncore_jax.data.pipeline import InputPipeline
+from visioncore_jax.data.sharding import to_global_batch
+from visioncore_jax.data.sources import (DatasetInfo, DatasetUnavailableError, dataset_info, image_folder_builder,
+                                         tfds_builder)
+
+# Name → TFDS builder name; `image_folder` reads config.data.image_folder instead.
+DATASETS = {"embedded_shapes": "embedded_shapes", "cifar10": "cifar10", "cifar100": "cifar100",
+            "image_folder": None}
+
+
+def _validate(data: ml_collections.ConfigDict) -> None:
+    """Raises a ValueError naming the key for every invalid `config.data` field."""
+    if data.name not in DATASETS:
+        raise ValueError(f"config.data.name={data.name!r} is not one of {sorted(DATASETS)}.")
+    if data.crop_padding < 0:
+        raise ValueError(f"config.data.crop_padding={data.crop_padding} must be >= 0.")
+    if data.shuffle_buffer < 1:
+        raise ValueError(f"config.data.shuffle_buffer={data.shuffle_buffer} must be >= 1.")
+    if data.image_size < 1:
+        raise ValueError(f"config.data.image_size={data.image_size} must be >= 1.")
+    for key in ("mean", "std"):
+        if len(data[key]) not in (0, 3):
+            raise ValueError(f"config.data.{key}={tuple(data[key])} needs 3 values (R, G, B) or none.")
+    if data.std and min(data.std) <= 0:
+        raise ValueError(f"config.data.std={tuple(data.std)} must be positive.")
+
+
+def build_input(config: ml_collections.ConfigDict, *, process_index: int | None = None,
+                process_count: int | None = None) -> InputPipeline:
+    """Builds this process's input pipeline for `config.data` (preparing the dataset on first use)."""
+    data = config.data
+    _validate(data)
+    if data.name == "image_folder":
+        builder = image_folder_builder(data.image_folder)
+    else:
+        builder = tfds_builder(DATASETS[data.name], data.data_dir)
+    info = dataset_info(builder, data.train_split, data.eval_split, (data.image_size, data.image_size, 3))
+    return InputPipeline(
+        builder, info, train_split=data.train_split, eval_split=data.eval_split, seed=config.seed,
+        crop_padding=data.crop_padding, random_flip=data.random_flip, shuffle_buffer=data.shuffle_buffer,
+        mean=tuple(data.mean), std=tuple(data.std),
+        process_index=jax.process_index() if process_index is None else process_index,
+        process_count=jax.process_count() if process_count is None else process_count,
+    )
+
+
+__all__ = ["DATASETS", "DatasetInfo", "DatasetUnavailableError", "EmbeddedShapes", "InputPipeline", "build_input",
+           "generate_examples", "to_global_batch"]

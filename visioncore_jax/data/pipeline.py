@@ -1,0 +1,114 @@
+"""Deterministic, resumable tf.data input pipelines yielding each process's part of the global batch."""
+
+import math
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from visioncore_jax.data.preprocessing import augment, pathway_inputs
+from visioncore_jax.data.sources import DatasetInfo, channel_statistics
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+    if global_batch_size % process_count:
+        raise ValueError(f"The global batch {global_batch_size} does not divide by {process_count} processes; "
+                         f"use a multiple of {process_count}.")
+    return global_batch_size // process_count
+
+
+class InputPipeline:
+    """Train and eval batches of one dataset for one process.
+
+    Batch `i` of the training stream depends only on (seed, i): epoch `e` shuffles with a seed derived from
+    (seed, e) and augments example `j` of the stream with the stateless seed (seed, j). Resuming at step `s`
+    therefore yields exactly the batches an uninterrupted run would have seen from step `s` on.
+    """
+
+    def __init__(self, builder: tfds.core.DatasetBuilder, info: DatasetInfo, *, train_split: str,
+                 eval_split: str, seed: int, crop_padding: int, random_flip: bool, shuffle_buffer: int,
+                 mean=(), std=(), process_index: int = 0, process_count: int = 1):
+        self.info = info
+        self._seed = seed
+        self._crop_padding = crop_padding
+        self._random_flip = random_flip
+        self._shuffle_buffer = shuffle_buffer
+        self._process_index, self._process_count = process_index, process_count
+        # Each process reads an equal share of the training split (the remainder is dropped so that every
+        # process runs the same number of steps) and its share of the eval split.
+        train_part = tfds.even_splits(train_split, n=process_count, drop_remainder=True)[process_index]
+        eval_part = tfds.even_splits(eval_split, n=process_count, drop_remainder=False)[process_index]
+        self._train_images = self._decoded(builder, train_part).cache()
+        self._eval_images = self._decoded(builder, eval_part).cache()
+        measured_mean, measured_std, self._luma_mean, self._luma_std = channel_statistics(
+            self._train_images.map(lambda image, label: image))
+        self._mean = tuple(mean) if mean else tuple(measured_mean)
+        self._std = tuple(std) if std else tuple(measured_std)
+
+    def _decoded(self, builder, split: str) -> tf.data.Dataset:
+        """(image float32 [H, W, 3] in [0, 1], label) pairs in the split's stored order, resized if needed."""
+        height, width, _ = self.info.image_shape
+
+        def decode(example):
+            image = tf.image.convert_image_dtype(example["image"], tf.float32)
+            if image.shape[:2] != (height, width):
+                image = tf.image.resize(image, (height, width), antialias=True)
+                image.set_shape((height, width, 3))
+            return image, tf.cast(example["label"], tf.int32)
+
+        dataset = builder.as_dataset(split=split, shuffle_files=False)
+        return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def _features(self, image, label, seed=None) -> dict:
+        if seed is not None:
+            image = augment(image, seed, self._crop_padding, self._random_flip)
+        return {**pathway_inputs(image, self._mean, self._std, self._luma_mean, self._luma_std), "label": label}
+
+    def train_batches(self, global_batch_size: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Infinite stream of augmented training batches (this process's part), starting at `start_step`."""
+        local = _local_batch_size(global_batch_size, self._process_count)
+        steps_per_epoch = self.info.num_train_examples // global_batch_size
+        epoch, offset = divmod(start_step, steps_per_epoch)
+        while True:
+            first_example = epoch * steps_per_epoch * local
+            dataset = (
+                self._train_images.shuffle(self._shuffle_buffer, seed=self._seed * 1_000_003 + epoch,
+                                           reshuffle_each_iteration=False)
+                .take(steps_per_epoch * local)
+                .enumerate(start=first_example)
+                .skip(offset * local)
+                .map(lambda index, example: self._features(
+                    *example, seed=tf.stack([tf.cast(self._seed, tf.int64),
+                                             index * self._process_count + self._process_index])),
+                     num_parallel_calls=AUTOTUNE, deterministic=True)
+                .batch(local, drop_remainder=True)
+                .prefetch(AUTOTUNE)
+            )
+            yield from tfds.as_numpy(dataset)
+            epoch, offset = epoch + 1, 0
+
+    def eval_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """One pass over the eval split in stored order, un-augmented; the last batch is padded and every
+        batch carries `mask` (1 = real example). Every process yields the same number of batches."""
+        local = _local_batch_size(global_batch_size, self._process_count)
+        num_batches = math.ceil(self.info.num_eval_examples / global_batch_size)
+        dataset = self._eval_images.map(self._features, num_parallel_calls=AUTOTUNE).batch(local).prefetch(AUTOTUNE)
+        empty = {k: np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+                 for k, spec in dataset.element_spec.items()}
+        count = 0
+        for batch in tfds.as_numpy(dataset):
+            count += 1
+            yield _padded(batch, local)
+        for _ in range(num_batches - count):  # this process's share ran out before the others'
+            yield _padded(empty, local)
+
+
+def _padded(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Pads every array of `batch` with zeros to `size` rows and adds `mask` (1 real, 0 padding)."""
+    real = len(batch["label"])
+    padded = {k: np.concatenate([v, np.zeros((size - real, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+    padded["mask"] = (np.arange(size) < real).astype(np.float32)
+    return padded

@@ -1,0 +1,36 @@
+"""Per-example preprocessing as pure TensorFlow functions: augmentation, luma, normalization.
+
+Augmentation uses stateless random ops seeded by (config seed, position of the example in the stream), so an
+example is augmented the same way whatever the parallelism and whether or not the run was resumed.
+"""
+
+import tensorflow as tf
+
+# ITU-R BT.601 luma weights, applied to RGB in [0, 1].
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luma(rgb: tf.Tensor) -> tf.Tensor:
+    """BT.601 luma [..., 1] of RGB [..., 3] in [0, 1]."""
+    return tf.reduce_sum(rgb * tf.constant(LUMA_WEIGHTS, rgb.dtype), axis=-1, keepdims=True)
+
+
+def augment(rgb: tf.Tensor, seed: tf.Tensor, crop_padding: int, random_flip: bool) -> tf.Tensor:
+    """Random crop after zero padding, then random horizontal flip, of one RGB image [H, W, 3] in [0, 1]."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if crop_padding > 0:
+        height, width = rgb.shape[0], rgb.shape[1]
+        padded = tf.pad(rgb, [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]])
+        rgb = tf.image.stateless_random_crop(padded, (height, width, 3), seed=crop_seed)
+    if random_flip:
+        rgb = tf.image.stateless_random_flip_left_right(rgb, seed=flip_seed)
+    return rgb
+
+
+def pathway_inputs(rgb: tf.Tensor, mean, std, luma_mean: float, luma_std: float) -> dict:
+    """Normalized `color` and `brightness` inputs; brightness is the luma of this very RGB image, taken
+    before normalization."""
+    return {
+        "color": (rgb - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32),
+        "brightness": (luma(rgb) - luma_mean) / luma_std,
+    }

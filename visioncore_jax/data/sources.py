@@ -1,0 +1,97 @@
+"""Where examples come from: TFDS builders (CIFAR, the embedded dataset, an image folder), prepared offline-aware."""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from visioncore_jax.data import embedded  # noqa: F401  (registers the `embedded_shapes` builder with TFDS)
+from visioncore_jax.data.preprocessing import LUMA_WEIGHTS
+
+STATISTICS_SAMPLE = 10_000  # training images used to measure normalization statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the framework needs to know about a dataset."""
+
+    num_classes: int
+    num_train_examples: int
+    num_eval_examples: int
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset is neither prepared locally nor downloadable from here."""
+
+
+def _offline_message(name: str, data_dir: str, error: Exception) -> str:
+    where = data_dir or "~/tensorflow_datasets"
+    return (
+        f"Dataset {name!r} is not prepared in {where} and could not be downloaded ({type(error).__name__}: "
+        f"{str(error)[:200]}). Either point --config.data.data_dir at a TFDS data dir that holds it (prepare it "
+        f"on a connected machine with `tfds build {name} --data_dir=DIR` and copy DIR here), or train offline on "
+        "the embedded dataset with --config.data.name=embedded_shapes."
+    )
+
+
+def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of `name`, prepared in `data_dir` ('' = TFDS default); downloads only when needed.
+
+    Raises DatasetUnavailableError, saying how to provide the data or run offline, when preparation fails.
+    """
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # TFDS raises many types offline (DownloadError, ConnectionError, OSError …)
+            if name == "embedded_shapes":
+                raise
+            raise DatasetUnavailableError(_offline_message(name, data_dir, error)) from error
+    return builder
+
+
+def image_folder_builder(root: str) -> tfds.core.DatasetBuilder:
+    """TFDS `ImageFolder` over `root/<split>/<class>/<image>`; raises a ValueError when `root` is missing."""
+    if not root or not tf.io.gfile.isdir(root):
+        raise ValueError(
+            f"config.data.image_folder={root!r} is not a directory; point it at root/<split>/<class>/*.png|jpg "
+            "(e.g. root/train/cat/1.png, root/test/cat/2.png)."
+        )
+    return tfds.folder_dataset.ImageFolder(root)
+
+
+def dataset_info(builder: tfds.core.DatasetBuilder, train_split: str, eval_split: str,
+                 image_shape: tuple[int, int, int]) -> DatasetInfo:
+    """Reads class names and split sizes from the builder; raises a ValueError for unknown split names."""
+    for key, split in (("train_split", train_split), ("eval_split", eval_split)):
+        try:
+            builder.info.splits[split]
+        except KeyError as error:
+            raise ValueError(f"config.data.{key}={split!r} is not a split of {builder.name}: "
+                             f"{sorted(builder.info.splits)}.") from error
+    label = builder.info.features["label"]
+    return DatasetInfo(
+        num_classes=label.num_classes,
+        num_train_examples=builder.info.splits[train_split].num_examples,
+        num_eval_examples=builder.info.splits[eval_split].num_examples,
+        image_shape=image_shape,
+        class_names=tuple(label.names),
+    )
+
+
+def channel_statistics(images: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Per-channel RGB mean/std and luma mean/std of images in [0, 1], measured on a sample of the train split."""
+    total, total_sq, count = np.zeros(4), np.zeros(4), 0
+    for batch in tfds.as_numpy(images.take(STATISTICS_SAMPLE).batch(1000)):
+        rgb = batch.astype(np.float64).reshape(-1, 3)
+        channels = np.concatenate([rgb, rgb @ np.asarray(LUMA_WEIGHTS)[:, None]], axis=1)
+        total += channels.sum(0)
+        total_sq += (channels**2).sum(0)
+        count += len(channels)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return mean[:3], std[:3], float(mean[3]), float(std[3])

@@ -1,0 +1,54 @@
+"""Models built from `config.model`: the dual-pathway ResNet and its single-pathway baseline."""
+
+import jax.numpy as jnp
+import ml_collections
+import flax.linen as nn
+
+from visioncore_jax.models.dual_resnet import DualPathwayResNet
+from visioncore_jax.models.resnet import BLOCKS, ResNet, ResNetBackbone
+
+MODELS = {"dual_resnet": DualPathwayResNet, "resnet": ResNet}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _validate(model: ml_collections.ConfigDict, dtype: str) -> None:
+    """Raises a ValueError naming the key for every invalid `config.model` field."""
+    if model.name not in MODELS:
+        raise ValueError(f"config.model.name={model.name!r} is not one of {sorted(MODELS)}.")
+    if model.block not in BLOCKS:
+        raise ValueError(f"config.model.block={model.block!r} is not one of {sorted(BLOCKS)}.")
+    if not model.num_blocks or any(int(n) < 1 for n in model.num_blocks) or len(model.num_blocks) > 4:
+        raise ValueError(f"config.model.num_blocks={tuple(model.num_blocks)} needs 1 to 4 stages of >= 1 block.")
+    if model.width < 2:
+        raise ValueError(f"config.model.width={model.width} must be >= 2.")
+    if not 0.0 <= model.dropout < 1.0:
+        raise ValueError(f"config.model.dropout={model.dropout} must be in [0, 1).")
+    if not 0.0 <= model.bn_momentum < 1.0:
+        raise ValueError(f"config.model.bn_momentum={model.bn_momentum} must be in [0, 1) (flax convention: "
+                         "PyTorch momentum 0.1 is 0.9 here).")
+    if model.aux_loss_weight < 0 or (model.aux_loss_weight > 0 and model.name != "dual_resnet"):
+        raise ValueError(f"config.model.aux_loss_weight={model.aux_loss_weight}: auxiliary per-pathway heads need "
+                         "model.name='dual_resnet' and a weight >= 0.")
+    if dtype not in DTYPES:
+        raise ValueError(f"config.training.dtype={dtype!r} is not one of {sorted(DTYPES)}.")
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """Builds the model named by `config.model.name` for `num_classes` classes (compute dtype from
+    `config.training.dtype`; parameters stay float32)."""
+    model = config.model
+    _validate(model, config.training.dtype)
+    backbone = dict(
+        block=model.block,
+        num_blocks=tuple(int(n) for n in model.num_blocks),
+        width=int(model.width),
+        reduce_architecture=bool(model.reduce_architecture),
+        bn_momentum=float(model.bn_momentum),
+        dtype=DTYPES[config.training.dtype],
+    )
+    if model.name == "dual_resnet":
+        return DualPathwayResNet(num_classes, backbone, float(model.dropout), aux_heads=model.aux_loss_weight > 0)
+    return ResNet(num_classes, backbone, float(model.dropout))
+
+
+__all__ = ["DualPathwayResNet", "ResNet", "ResNetBackbone", "build_model"]
