@@ -21,13 +21,21 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(py_logging.Filter):
+    """Drops INFO chatter of orbax and TFDS (one line per array written); warnings and errors pass."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        noisy = "/orbax/" in record.pathname or "/tensorflow_datasets/" in record.pathname
+        return record.levelno >= py_logging.WARNING or not noisy
+
+
 def main(argv):
     """Parses flags and runs training (the builders validate the config before any work starts)."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.distributed:
         jax.distributed.initialize()
-    py_logging.getLogger("absl").setLevel(py_logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

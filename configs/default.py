@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999
     config.optimizer.eps = 1e-8
-    config.optimizer.grad_clip_norm = 1.0  # 0 disables clipping
+    config.optimizer.grad_clip_norm = 5.0  # 0 disables clipping
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = 'warmup_cosine'

@@ -37,12 +37,13 @@ class InputPipeline:
         self._random_flip = random_flip
         self._shuffle_buffer = shuffle_buffer
         self._process_index, self._process_count = process_index, process_count
-        # Each process reads an equal share of the training split (the remainder is dropped so that every
-        # process runs the same number of steps) and its share of the eval split.
-        train_part = tfds.even_splits(train_split, n=process_count, drop_remainder=True)[process_index]
-        eval_part = tfds.even_splits(eval_split, n=process_count, drop_remainder=False)[process_index]
-        self._train_images = self._decoded(builder, train_part).cache()
-        self._eval_images = self._decoded(builder, eval_part).cache()
+        # Each process keeps every `process_count`-th example: an equal share of the training split (the
+        # remainder dropped so that every process runs the same number of steps) and its share of the eval
+        # split. `Dataset.shard` rather than TFDS sub-splits, which ImageFolder does not support.
+        usable_train = info.num_train_examples // process_count * process_count
+        self._train_images = (self._decoded(builder, train_split).take(usable_train)
+                              .shard(process_count, process_index).cache())
+        self._eval_images = self._decoded(builder, eval_split).shard(process_count, process_index).cache()
         measured_mean, measured_std, self._luma_mean, self._luma_std = channel_statistics(
             self._train_images.map(lambda image, label: image))
         self._mean = tuple(mean) if mean else tuple(measured_mean)

@@ -1,0 +1,178 @@
+"""Input pipelines: luma and augmentation shared by both pathways, determinism and exact resume, process
+splits, eval padding, the embedded dataset, CIFAR through TFDS mock data, offline errors, global batches."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs import test as test_config
+from visioncore_jax.data import DatasetUnavailableError, build_input, generate_examples, to_global_batch
+from visioncore_jax.data.embedded import CLASS_NAMES, SHAPES
+from visioncore_jax.data.preprocessing import LUMA_WEIGHTS
+from visioncore_jax.train.partitioning import make_mesh
+
+NUM_FOLDER_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def folder_config(tmp_path_factory):
+    """An image folder of 3 classes (48 train, 9 test images of 40x40, resized to 32x32)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 16), ("test", 3)):
+        for label in range(NUM_FOLDER_CLASSES):
+            os.makedirs(root / split / f"class{label}")
+            for index in range(per_class):
+                image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                tf.io.write_file(str(root / split / f"class{label}" / f"{index}.png"), tf.io.encode_png(image))
+    config = test_config.get_config()
+    config.data.update(name="image_folder", image_folder=str(root), shuffle_buffer=64)
+    return config
+
+
+@pytest.fixture(scope="module")
+def embedded_pipeline(tfds_data_dir):
+    config = test_config.get_config()
+    config.data.data_dir = tfds_data_dir
+    return build_input(config), config
+
+
+def unnormalize(batch, pipeline):
+    rgb = batch["color"] * np.asarray(pipeline._std) + np.asarray(pipeline._mean)
+    return rgb, batch["brightness"][..., 0] * pipeline._luma_std + pipeline._luma_mean
+
+
+def test_brightness_is_the_luma_of_the_same_augmented_image(embedded_pipeline):
+    pipeline, _ = embedded_pipeline
+    batch = next(pipeline.train_batches(64))
+    rgb, brightness = unnormalize(batch, pipeline)
+    np.testing.assert_allclose(brightness, rgb @ np.asarray(LUMA_WEIGHTS), atol=1e-5)
+    # Crop padding shows as black borders in both pathways at the same pixels.
+    black = np.all(np.abs(rgb) < 1e-6, axis=-1)
+    assert black.any()
+    np.testing.assert_allclose(brightness[black], 0.0, atol=1e-5)
+
+
+def test_eval_is_deterministic_and_unaugmented_train_is_augmented(embedded_pipeline, tfds_data_dir):
+    pipeline, _ = embedded_pipeline
+    first, second = next(pipeline.eval_batches(64)), next(pipeline.eval_batches(64))
+    jax.tree.map(np.testing.assert_array_equal, first, second)
+    raw = next(iter(tfds.as_numpy(tfds.builder("embedded_shapes", data_dir=tfds_data_dir).as_dataset(
+        split="test", shuffle_files=False).take(64).batch(64))))
+    rgb, _ = unnormalize(first, pipeline)
+    np.testing.assert_allclose(rgb, raw["image"] / 255.0, atol=1e-5)
+    np.testing.assert_array_equal(first["label"], raw["label"])
+    train = next(pipeline.train_batches(64))
+    train_rgb, _ = unnormalize(train, pipeline)
+    assert np.mean(np.all(np.abs(train_rgb) < 1e-6, axis=-1)) > 0.01  # padding from random crops
+
+
+def test_normalization_statistics_are_measured(embedded_pipeline):
+    pipeline, _ = embedded_pipeline
+    batch = next(pipeline.eval_batches(512))
+    assert abs(batch["color"].mean()) < 0.1 and abs(batch["color"].std() - 1) < 0.1
+    assert abs(batch["brightness"].mean()) < 0.1 and abs(batch["brightness"].std() - 1) < 0.1
+
+
+def test_resumed_stream_equals_uninterrupted_stream_across_epochs(folder_config):
+    pipeline = build_input(folder_config)
+    steps_per_epoch = 48 // 8
+    stream = pipeline.train_batches(8)
+    uninterrupted = [next(stream) for _ in range(2 * steps_per_epoch + 2)]
+    for start in (0, 4, steps_per_epoch, steps_per_epoch + 3):
+        resumed = pipeline.train_batches(8, start_step=start)
+        for expected in uninterrupted[start:start + 4]:
+            jax.tree.map(np.testing.assert_array_equal, next(resumed), expected)
+    # Epochs are reshuffled: the second epoch's order differs from the first's.
+    first_epoch = np.concatenate([b["label"] for b in uninterrupted[:steps_per_epoch]])
+    second_epoch = np.concatenate([b["label"] for b in uninterrupted[steps_per_epoch:2 * steps_per_epoch]])
+    assert np.bincount(first_epoch).tolist() == np.bincount(second_epoch).tolist() == [16, 16, 16]
+    assert not np.array_equal(uninterrupted[0]["color"], uninterrupted[steps_per_epoch]["color"])
+
+
+def test_processes_read_disjoint_halves(folder_config):
+    config = folder_config.copy_and_resolve_references()
+    config.data.crop_padding, config.data.random_flip = 0, False
+    parts = [build_input(config, process_index=i, process_count=2) for i in range(2)]
+    seen = []
+    for pipeline in parts:
+        batches = [next(iter(pipeline.train_batches(8, start_step=s))) for s in range(6)]
+        assert all(len(b["label"]) == 4 for b in batches)
+        seen.append({b.tobytes() for batch in batches for b in batch["color"]})
+    assert len(seen[0]) == len(seen[1]) == 24 and not seen[0] & seen[1]
+
+
+def test_eval_padding_counts_every_example_once(folder_config):
+    pipeline = build_input(folder_config)
+    batches = list(pipeline.eval_batches(8))
+    assert len(batches) == 2 and all(len(b["label"]) == 8 for b in batches)
+    assert sum(b["mask"].sum() for b in batches) == 9
+    assert batches[1]["mask"].tolist() == [1] + [0] * 7
+    assert pipeline.info.num_classes == NUM_FOLDER_CLASSES
+
+
+def test_embedded_dataset_needs_both_pathways():
+    images, labels = generate_examples("test", 2000)
+    again, _ = generate_examples("test", 2000)
+    np.testing.assert_array_equal(images, again)
+    assert len(CLASS_NAMES) >= 10 and np.bincount(labels).min() == 200
+    rgb = images.astype(np.float64) / 255
+    hsv = tf.image.rgb_to_hsv(rgb).numpy()
+    # Hue (color only) separates the two hue families: warm reds vs cool cyans/blues among saturated pixels.
+    saturated = hsv[..., 1] > 0.45
+    hue_family = labels // len(SHAPES)
+    cool_fraction = [np.mean(((hsv[..., 0] > 0.35) & (hsv[..., 0] < 0.8))[hue_family == f][saturated[hue_family == f]])
+                     for f in (0, 1)]
+    assert cool_fraction[1] - cool_fraction[0] > 0.3
+    # Luma structure (brightness only) separates shapes: a ring's centre matches its background, a disk's not.
+    luma = rgb @ np.asarray(LUMA_WEIGHTS)
+    contrast = np.abs(luma - np.median(luma, axis=(1, 2), keepdims=True)).mean(axis=(1, 2))
+    shape = labels % len(SHAPES)
+    assert contrast[shape == SHAPES.index("disk")].mean() > 1.2 * contrast[shape == SHAPES.index("ring")].mean()
+
+
+def test_cifar100_through_tfds_mock_data():
+    config = test_config.get_config()
+    config.data.name = "cifar100"
+    with tfds.testing.mock_data(num_examples=64):
+        pipeline = build_input(config)
+        batch = next(pipeline.train_batches(32))
+    assert pipeline.info.num_classes == 100
+    assert batch["color"].shape == (32, 32, 32, 3) and batch["brightness"].shape == (32, 32, 32, 1)
+    assert batch["label"].dtype == np.int32 and batch["label"].max() < 100
+
+
+def test_missing_dataset_offline_is_one_clear_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    config = test_config.get_config()
+    config.data.update(name="cifar10", data_dir=str(tmp_path))
+    with pytest.raises(DatasetUnavailableError, match="--config.data.data_dir") as error:
+        build_input(config)
+    assert "--config.data.name=embedded_shapes" in str(error.value)
+
+
+def test_unknown_dataset_and_missing_folder_name_the_key(tmp_path):
+    config = test_config.get_config()
+    config.data.name = "cifar1000"
+    with pytest.raises(ValueError, match="config.data.name='cifar1000' is not one of"):
+        build_input(config)
+    config.data.update(name="image_folder", image_folder=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="config.data.image_folder="):
+        build_input(config)
+
+
+def test_global_batch_is_sharded_over_eight_devices():
+    mesh = make_mesh()
+    batch = {"color": np.zeros((16, 4, 4, 3), np.float32), "label": np.arange(16, dtype=np.int32)}
+    sharded = to_global_batch(batch, mesh)
+    assert sharded["label"].sharding.shard_shape((16,)) == (2,)
+    np.testing.assert_array_equal(np.asarray(sharded["label"]), np.arange(16))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        to_global_batch({"label": np.arange(12)}, mesh)
