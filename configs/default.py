@@ -67,9 +67,28 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.grad_clip_norm = 5.0  # 0 disables clipping
 
     config.schedule = ml_collections.ConfigDict()
+    # 'constant' | 'warmup_cosine' | 'cosine_restarts' | 'onecycle' | 'polynomial' | 'exponential'.
+    # Durations: exactly one of <name>_epochs / <name>_steps per pair, the other -1.
     config.schedule.name = 'warmup_cosine'
-    config.schedule.warmup_epochs = 1.0
-    config.schedule.min_learning_rate = 1e-6
+    config.schedule.warmup_epochs = 1.0  # linear warmup before any schedule; 0 disables it
+    config.schedule.warmup_steps = -1
+    config.schedule.min_learning_rate = 1e-6  # floor after warmup (also the end of cosine / polynomial)
+    # cosine_restarts (SGDR): first cycle length, its growth, the peak's decay per cycle, warmup per cycle.
+    config.schedule.cycle_epochs = 2.0
+    config.schedule.cycle_steps = -1
+    config.schedule.cycle_mult = 2.0
+    config.schedule.cycle_peak_decay = 1.0
+    config.schedule.cycle_warmup_epochs = 0.0
+    config.schedule.cycle_warmup_steps = -1
+    # onecycle: start = peak / div_factor, end = start / final_div_factor, rising over pct_start of the run.
+    config.schedule.pct_start = 0.3
+    config.schedule.div_factor = 25.0
+    config.schedule.final_div_factor = 1e4
+    # polynomial: (peak - min) * (1 - t / T)^power + min.
+    config.schedule.power = 1.0
+    # exponential: peak * decay_rate^epoch (staircase: whole epochs only).
+    config.schedule.decay_rate = 0.9
+    config.schedule.staircase = False
 
     # ---- Training loop: see visioncore_jax/train. ----
     config.training = ml_collections.ConfigDict()

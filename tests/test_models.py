@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import cifar100_mc, test as test_config
+from configs import cifar100_mc
+from configs import test as test_config
 from visioncore_jax.models import build_model
 from visioncore_jax.models.layers import Dropout, kaiming_fan_out
 

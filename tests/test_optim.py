@@ -18,24 +18,73 @@ def config_with(**schedule):
     return config
 
 
+PEAK, FLOOR, SPE, TOTAL = 0.1, 1e-3, 10, 100
+
+
+def lr(config, step, total=TOTAL):
+    return float(build_schedule(config, SPE, total)(step))
+
+
 def test_warmup_cosine_values():
-    peak, floor, spe, total = 0.1, 1e-3, 10, 100
-    schedule = build_schedule(config_with(name="warmup_cosine", warmup_epochs=2.0, min_learning_rate=floor),
-                              spe, total)
+    config = config_with(name="warmup_cosine", warmup_epochs=2.0, min_learning_rate=FLOOR)
     warmup = 20
-    assert float(schedule(0)) == 0.0
-    np.testing.assert_allclose(schedule(1), peak / warmup, rtol=1e-6)  # the first warmup step is not the peak
-    np.testing.assert_allclose(schedule(warmup), peak, rtol=1e-6)
-    cosine = lambda s: floor + (peak - floor) * 0.5 * (1 + np.cos(np.pi * (s - warmup) / (total - warmup)))  # noqa
-    for step in (warmup + 1, 60, total - 1, total):
-        np.testing.assert_allclose(schedule(step), cosine(step), rtol=1e-5)
+    np.testing.assert_allclose(lr(config, 0), PEAK / warmup, rtol=1e-6)  # the first step is not the full LR
+    np.testing.assert_allclose(lr(config, warmup - 1), PEAK, rtol=1e-6)  # the peak at the end of warmup
+    cosine = lambda s: FLOOR + (PEAK - FLOOR) * 0.5 * (1 + np.cos(np.pi * (s - warmup) / (TOTAL - warmup)))  # noqa
+    for step in (warmup, warmup + 1, 60, TOTAL - 1, TOTAL):
+        np.testing.assert_allclose(lr(config, step), cosine(step), rtol=1e-5)
+    np.testing.assert_allclose(lr(config, TOTAL), FLOOR, rtol=1e-5)
+
+
+def test_sgdr_cycle_boundaries_with_multiplier_two():
+    config = config_with(name="cosine_restarts", warmup_epochs=0.0, min_learning_rate=FLOOR, cycle_epochs=-1,
+                         cycle_steps=10, cycle_mult=2.0, cycle_peak_decay=0.5)
+    cycle = lambda s, start, length, peak: FLOOR + (peak - FLOOR) * 0.5 * (1 + np.cos(np.pi * (s - start) / length))  # noqa
+    for start, length, peak in ((0, 10, PEAK), (10, 20, PEAK / 2), (30, 40, PEAK / 4)):
+        np.testing.assert_allclose(lr(config, start), peak, rtol=1e-5)  # restart at the boundary
+        np.testing.assert_allclose(lr(config, start + length // 2), cycle(start + length // 2, start, length, peak),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(lr(config, start + length - 1), cycle(start + length - 1, start, length, peak),
+                                   rtol=1e-4)
+
+
+def test_onecycle_start_peak_and_end_use_the_configured_lr():
+    config = config_with(name="onecycle", warmup_epochs=0.0, pct_start=0.3, div_factor=25.0, final_div_factor=1e4)
+    np.testing.assert_allclose(lr(config, 0), PEAK / 25, rtol=1e-5)
+    np.testing.assert_allclose(lr(config, 30), PEAK, rtol=1e-5)
+    # The floor (1e-6 in the default config) is above start / final_div_factor = 4e-7: the floor wins.
+    config.schedule.min_learning_rate = 0.0
+    np.testing.assert_allclose(lr(config, TOTAL), PEAK / 25 / 1e4, rtol=1e-4)
+
+
+def test_polynomial_at_half_and_exponential_at_epoch_three():
+    config = config_with(name="polynomial", warmup_epochs=0.0, power=2.0, min_learning_rate=FLOOR)
+    np.testing.assert_allclose(lr(config, TOTAL // 2), (PEAK - FLOOR) * 0.5**2 + FLOOR, rtol=1e-5)
+    config = config_with(name="exponential", warmup_epochs=0.0, decay_rate=0.5, staircase=False,
+                         min_learning_rate=FLOOR)
+    np.testing.assert_allclose(lr(config, 3 * SPE), PEAK * 0.5**3, rtol=1e-5)
+    np.testing.assert_allclose(lr(config, 35), PEAK * 0.5**3.5, rtol=1e-5)
+    config.schedule.staircase = True
+    np.testing.assert_allclose(lr(config, 35), PEAK * 0.5**3, rtol=1e-5)
+    np.testing.assert_allclose(lr(config, 99), FLOOR, rtol=1e-5)  # 0.1 * 0.5^9 < floor: the floor holds
+
+
+def test_warmup_composes_with_every_schedule():
+    for name in ("constant", "warmup_cosine", "cosine_restarts", "onecycle", "polynomial", "exponential"):
+        config = config_with(name=name, warmup_epochs=-1, warmup_steps=5)
+        np.testing.assert_allclose(lr(config, 0), PEAK / 5, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(lr(config, 4), PEAK, rtol=1e-6, err_msg=name)
 
 
 def test_schedule_errors_name_the_key():
     with pytest.raises(ValueError, match="config.schedule.name='one_cycle' is not one of"):
-        build_schedule(config_with(name="one_cycle"), 10, 100)
-    with pytest.raises(ValueError, match="config.schedule.warmup_epochs=20.0"):
-        build_schedule(config_with(name="warmup_cosine", warmup_epochs=20.0), 10, 100)
+        build_schedule(config_with(name="one_cycle"), SPE, TOTAL)
+    with pytest.raises(ValueError, match="200 warmup steps"):
+        build_schedule(config_with(name="warmup_cosine", warmup_epochs=20.0), SPE, TOTAL)
+    with pytest.raises(ValueError, match="exactly one of config.schedule.warmup_epochs"):
+        build_schedule(config_with(name="warmup_cosine", warmup_epochs=1.0, warmup_steps=10), SPE, TOTAL)
+    with pytest.raises(ValueError, match="decay_rate"):
+        build_schedule(config_with(name="exponential", decay_rate=1.5), SPE, TOTAL)
 
 
 def test_clip_records_the_pre_clip_norm():

@@ -51,8 +51,8 @@ def scalar_tags(workdir):
     """Scalar names and their last values in the TensorBoard event files of `workdir`."""
     accumulator = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
-    return {tag: float(tf.make_ndarray(accumulator.Tensors(tag)[-1].tensor_proto))
-            for tag in accumulator.Tags()["tensors"]}
+    last = {tag: tf.make_ndarray(accumulator.Tensors(tag)[-1].tensor_proto) for tag in accumulator.Tags()["tensors"]}
+    return {tag: float(value) for tag, value in last.items() if value.ndim == 0}
 
 
 def finished_steps(workdir):
@@ -110,6 +110,8 @@ def test_killed_run_resumes_to_the_same_parameters(config, tfds_data_dir, tmp_pa
 
 def test_data_parallel_step_equals_single_device_step(config):
     assert jax.device_count() == 8
+    config = config.copy_and_resolve_references()
+    config.optimizer.name = "sgd"  # Adam's g / sqrt(v) would amplify float reduction-order noise in tiny grads
     pipeline = build_input(config)
     batch = next(pipeline.train_batches(config.training.batch_size))
     model = build_model(config, pipeline.info.num_classes)

@@ -6,8 +6,13 @@ import ml_collections
 from visioncore_jax.data.embedded import EmbeddedShapes, generate_examples
 from visioncore_jax.data.pipeline import InputPipeline
 from visioncore_jax.data.sharding import to_global_batch
-from visioncore_jax.data.sources import (DatasetInfo, DatasetUnavailableError, dataset_info, image_folder_builder,
-                                         tfds_builder)
+from visioncore_jax.data.sources import (
+    DatasetInfo,
+    DatasetUnavailableError,
+    dataset_info,
+    image_folder_builder,
+    tfds_builder,
+)
 
 # Name → TFDS builder name; `image_folder` reads config.data.image_folder instead.
 DATASETS = {"embedded_shapes": "embedded_shapes", "cifar10": "cifar10", "cifar100": "cifar100",

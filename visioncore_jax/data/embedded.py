@@ -19,7 +19,7 @@ IMAGE_SIZE = 32
 SPLIT_SIZES = {"train": 12_000, "test": 2_000}
 SPLIT_SEEDS = {"train": 1, "test": 2}
 _HUE_CENTERS = {"warm": 0.04, "cool": 0.58}
-_HUE_SPREAD = 0.09
+_HUE_SPREAD = 0.14
 
 
 def _shape_masks(shape_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +27,7 @@ def _shape_masks(shape_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n = len(shape_ids)
     grid = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
     center = rng.uniform(10, 22, size=(n, 2)).astype(np.float32)
-    radius = rng.uniform(6, 11, size=(n, 1, 1)).astype(np.float32)
+    radius = rng.uniform(5, 10, size=(n, 1, 1)).astype(np.float32)
     angle = rng.uniform(-0.5, 0.5, size=(n, 1, 1)).astype(np.float32)
     dx = (grid[None, None, :] - center[:, 0, None, None]) / radius
     dy = (grid[None, :, None] - center[:, 1, None, None]) / radius
@@ -99,7 +99,7 @@ def generate_examples(split: str, num_examples: int | None = None, seed: int | N
     bar = _random_rectangles(n, 1, 4, rng)[:, 0]
     bar_colors = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.uniform(0, 1, n))
     images = np.where(bar[..., None], bar_colors[:, None, None, :], images)
-    images = images + rng.normal(0, 0.06, images.shape)
+    images = images + rng.normal(0, 0.08, images.shape)
     return np.clip(np.round(images * 255), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
@@ -124,5 +124,5 @@ class EmbeddedShapes(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split):
         images, labels = generate_examples(split)
-        for index, (image, label) in enumerate(zip(images, labels)):
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield index, {"image": image, "label": label}

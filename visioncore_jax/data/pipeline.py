@@ -1,7 +1,7 @@
 """Deterministic, resumable tf.data input pipelines yielding each process's part of the global batch."""
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf

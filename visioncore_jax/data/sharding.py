@@ -1,6 +1,6 @@
 """Host batches → global jax.Arrays split over the `data` axis of the device mesh."""
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np

@@ -1,8 +1,8 @@
 """Models built from `config.model`: the dual-pathway ResNet and its single-pathway baseline."""
 
+import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
-import flax.linen as nn
 
 from visioncore_jax.models.dual_resnet import DualPathwayResNet
 from visioncore_jax.models.resnet import BLOCKS, ResNet, ResNetBackbone

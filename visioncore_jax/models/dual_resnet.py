@@ -1,6 +1,7 @@
 """The dual-pathway ResNet: a color (RGB) and a brightness (luma) backbone fused before one classifier."""
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -6,7 +6,8 @@ stride or width changes, convolutions without bias, Kaiming fan-out initialisati
 """
 
 import functools
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -84,7 +85,8 @@ class ResNetBackbone(nn.Module):
         if not self.reduce_architecture:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         block_cls = BLOCKS[self.block]
-        for stage, (count, stage_strides) in enumerate(zip(self.num_blocks, STAGE_STRIDES), start=1):
+        stages = zip(self.num_blocks, STAGE_STRIDES[: len(self.num_blocks)], strict=True)
+        for stage, (count, stage_strides) in enumerate(stages, start=1):
             for index in range(count):
                 x = block_cls(width * 2 ** (stage - 1), stage_strides if index == 0 else 1, conv, norm,
                               name=f"stage{stage}_block{index}")(x)

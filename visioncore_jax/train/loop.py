@@ -14,17 +14,17 @@ import threading
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import traverse_util
 from clu import metric_writers, parameter_overview, periodic_actions
+from flax import traverse_util
 
 from visioncore_jax.data import build_input, to_global_batch
 from visioncore_jax.models import build_model
 from visioncore_jax.optim import build_optimizer
 from visioncore_jax.train import checkpointing, partitioning
-from visioncore_jax.train.validation import validate_training
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, prefixed
 from visioncore_jax.train.state import TrainState, create_train_state
 from visioncore_jax.train.steps import eval_step, train_step
+from visioncore_jax.train.validation import validate_training
 
 
 def resolve_num_train_steps(training: ml_collections.ConfigDict, steps_per_epoch: int) -> int:

@@ -5,7 +5,7 @@ statistics are computed over the whole global batch, so an 8-device step equals 
 """
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np

@@ -1,6 +1,7 @@
 """The training state: parameters, BatchNorm statistics, optimizer state, step and RNG in one pytree."""
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -1,6 +1,6 @@
 """Pure train and eval steps. They are jitted with explicit shardings in `partitioning.py`."""
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
