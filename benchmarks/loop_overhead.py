@@ -18,6 +18,7 @@ from ml_collections import config_flags
 from visioncore_jax.data import build_input, to_global_batch
 from visioncore_jax.models import build_model
 from visioncore_jax.optim import build_optimizer
+from visioncore_jax.optim.stability import regularization_at
 from visioncore_jax.train import partitioning, train_and_evaluate
 from visioncore_jax.train.metrics import TrainMetrics
 from visioncore_jax.train.state import create_train_state
@@ -40,11 +41,12 @@ def bare_step_images_per_sec(config, steps: int) -> float:
                                         seed=0)()
     metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
     step = partitioning.jit_train_step(functools.partial(train_step, learning_rate_fn=schedule), mesh)
-    state, metrics = step(state, metrics, batch)  # compile
+    regularization = jax.device_put(regularization_at(config, 0.0), partitioning.replicated(mesh))
+    state, metrics = step(state, metrics, batch, regularization)  # compile
     jax.block_until_ready(state)
     start = time.perf_counter()
     for _ in range(steps):
-        state, metrics = step(state, metrics, batch)
+        state, metrics = step(state, metrics, batch, regularization)
     jax.block_until_ready(state)
     return steps * config.training.batch_size / (time.perf_counter() - start)
 

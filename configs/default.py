@@ -65,6 +65,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.b2 = 0.999
     config.optimizer.eps = 1e-8
     config.optimizer.grad_clip_norm = 5.0  # 0 disables clipping
+    # Per-module LR multipliers: (regex on '/'-joined parameter paths, multiplier) pairs, first match wins,
+    # e.g. --config.optimizer.lr_multipliers="(('head/.*', 10.0),)". A pattern matching nothing is an error.
+    config.optimizer.lr_multipliers = ()
+    config.optimizer.accumulation_steps = 1  # > 1: one update per k train steps (optax.MultiSteps)
 
     config.schedule = ml_collections.ConfigDict()
     # 'constant' | 'warmup_cosine' | 'cosine_restarts' | 'onecycle' | 'polynomial' | 'exponential'.
@@ -89,6 +93,38 @@ def get_config() -> ml_collections.ConfigDict:
     # exponential: peak * decay_rate^epoch (staircase: whole epochs only).
     config.schedule.decay_rate = 0.9
     config.schedule.staircase = False
+
+    # ---- Stability controls (visioncore_jax/optim/stability.py). ----
+    # Reduce-on-plateau: multiplies the schedule's LR by `factor` when `metric` has not improved (relative
+    # `threshold`) for more than `patience` evals; mode 'auto' = max for accuracy/dice/iou, min for losses.
+    config.plateau = ml_collections.ConfigDict()
+    config.plateau.enabled = False
+    config.plateau.metric = 'eval_accuracy'
+    config.plateau.mode = 'auto'
+    config.plateau.patience = 2
+    config.plateau.factor = 0.5
+    config.plateau.cooldown = 0
+    config.plateau.threshold = 1e-3
+    config.plateau.min_scale = 1e-3
+    # Early stopping on an eval metric.
+    config.early_stopping = ml_collections.ConfigDict()
+    config.early_stopping.enabled = False
+    config.early_stopping.metric = 'eval_accuracy'
+    config.early_stopping.mode = 'auto'
+    config.early_stopping.patience = 5
+    config.early_stopping.min_delta = 0.0
+    # NaN recovery: after `max_consecutive_skips` skipped steps in a row (checked every log window) or a
+    # non-finite eval loss, roll back to the last checkpoint and multiply the LR by `lr_factor`.
+    config.nan_recovery = ml_collections.ConfigDict()
+    config.nan_recovery.enabled = True
+    config.nan_recovery.max_consecutive_skips = 10
+    config.nan_recovery.lr_factor = 0.5
+    config.nan_recovery.max_rollbacks = 3
+    # Progressive regularization: ((start_epoch, value), ...) pairs; before the first start the model's
+    # dropout / the training label smoothing apply. E.g. "((20, 0.2), (30, 0.3))".
+    config.regularization = ml_collections.ConfigDict()
+    config.regularization.dropout_schedule = ()
+    config.regularization.label_smoothing_schedule = ()
 
     # ---- Training loop: see visioncore_jax/train. ----
     config.training = ml_collections.ConfigDict()

@@ -123,7 +123,7 @@ def test_weight_decay_mask_and_optimizer_metrics_under_jit():
     np.testing.assert_allclose(updates["conv"]["kernel"], -0.1 * 0.5)  # lr * wd * param, kernels only
     np.testing.assert_array_equal(updates["conv"]["bias"], 0.0)
     metrics = jax.jit(optimizer_metrics)(state)
-    assert set(metrics) == {"grad_norm", "clipped", "skipped_steps", "longest_skip_run"}
+    assert set(metrics) == {"grad_norm", "clipped", "skipped_steps", "current_skip_run", "longest_skip_run"}
 
 
 def test_unknown_optimizer_is_an_error():

@@ -4,7 +4,7 @@ import ml_collections
 import optax
 
 from visioncore_jax.optim.schedules import build_schedule
-from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, skip_nonfinite
+from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, scale_by_module, skip_nonfinite
 
 
 def _base_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
@@ -30,21 +30,36 @@ def _validate(opt: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.optimizer.name={opt.name!r} is not one of {list(OPTIMIZERS)}.")
     if opt.weight_decay < 0:
         raise ValueError(f"config.optimizer.weight_decay={opt.weight_decay} must be >= 0.")
+    if opt.accumulation_steps < 1:
+        raise ValueError(f"config.optimizer.accumulation_steps={opt.accumulation_steps} must be >= 1.")
     if not 0 <= opt.momentum < 1:
         raise ValueError(f"config.optimizer.momentum={opt.momentum} must be in [0, 1).")
 
 
 def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                     total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns `(tx, schedule)`; `schedule(step)` is the learning rate used by update number `step`."""
+    """Returns `(tx, schedule)`; `schedule(step)` is the learning rate used by train step number `step`.
+
+    Chain: clip-by-global-norm (recording the pre-clip norm) → the optimizer with the schedule → per-module LR
+    multipliers; with `accumulation_steps = k > 1` it is wrapped in `optax.MultiSteps` (one update per k train
+    steps; the schedule then counts updates); all of it inside the NaN-skip guard, so a non-finite gradient
+    leaves the parameters and every optimizer state untouched.
+    """
     opt = config.optimizer
     _validate(opt)
-    schedule = build_schedule(config, steps_per_epoch, total_steps)
-    tx = optax.chain(clip_by_global_norm_with_stats(opt.grad_clip_norm), _base_optimizer(opt, schedule))
-    return skip_nonfinite(tx), schedule
+    k = opt.accumulation_steps
+    schedule = build_schedule(config, max(1, steps_per_epoch // k), max(1, total_steps // k))
+    tx = optax.chain(
+        clip_by_global_norm_with_stats(opt.grad_clip_norm),
+        _base_optimizer(opt, schedule),
+        scale_by_module(tuple(opt.lr_multipliers)),
+    )
+    if k > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+    return skip_nonfinite(tx), (lambda step: schedule(step // k))
 
 
 def optimizer_metrics(opt_state: optax.OptState) -> dict:
     """Scalars recorded in the optimizer state by the last update (usable inside jit)."""
-    get = lambda name: optax.tree_utils.tree_get(opt_state, name)  # noqa: E731
-    return {name: get(name) for name in ("grad_norm", "clipped", "skipped_steps", "longest_skip_run")}
+    names = ("grad_norm", "clipped", "skipped_steps", "current_skip_run", "longest_skip_run")
+    return {name: optax.tree_utils.tree_get(opt_state, name) for name in names}

@@ -5,6 +5,8 @@ pre-clip norm, and `optax.apply_if_finite` neither keeps the longest run of skip
 applies non-finite updates after `max_consecutive_errors`).
 """
 
+import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -82,3 +84,35 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
 def kernel_mask(params) -> dict:
     """True for kernels (ndim > 1), False for biases and norm scales/offsets: weight decay applies to kernels."""
     return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def path_of(key_path) -> str:
+    """'/'-joined parameter path, e.g. 'color/stage2_block0/Conv_0/kernel'."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)
+
+
+def scale_by_module(multipliers: Sequence[tuple[str, float]]) -> optax.GradientTransformation:
+    """Multiplies the update of every parameter whose path fully matches a regex by its multiplier (the first
+    matching pattern wins; others keep 1.0): per-module learning rates, e.g. `(('head/.*', 10.0),)`.
+
+    A pattern that matches no parameter is an error at initialisation, never a silently ignored setting.
+    """
+    compiled = [(re.compile(pattern), float(multiplier)) for pattern, multiplier in multipliers]
+
+    def multiplier_of(key_path) -> float:
+        path = path_of(key_path)
+        return next((m for pattern, m in compiled if pattern.fullmatch(path)), 1.0)
+
+    def init_fn(params):
+        paths = [path_of(key_path) for key_path, _ in jax.tree_util.tree_leaves_with_path(params)]
+        for pattern, _ in compiled:
+            if not any(pattern.fullmatch(path) for path in paths):
+                raise ValueError(f"config.optimizer.lr_multipliers: pattern {pattern.pattern!r} matches no "
+                                 f"parameter; paths look like {paths[:3]}.")
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(lambda p, u: u * multiplier_of(p), updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)

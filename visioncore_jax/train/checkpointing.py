@@ -38,26 +38,31 @@ def create_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
 
 
-def save(manager: ocp.CheckpointManager, state: TrainState, metrics: dict | None = None) -> None:
-    """Starts an async save of `state` at its step; `metrics` (with `eval_accuracy`) rank the best one."""
+def save(manager: ocp.CheckpointManager, state: TrainState, loop_state: dict, metrics: dict | None = None) -> None:
+    """Starts an async save of `state` and the loop's JSON `loop_state` at the state's step; `metrics` (with
+    `eval_accuracy`) rank the best checkpoint."""
     step = int(jax.device_get(state.step))
     if step in manager.all_steps():
         return
-    manager.save(step, args=ocp.args.StandardSave(state.checkpoint_items()), metrics=metrics)
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state.checkpoint_items()),
+                              loop=ocp.args.JsonSave(loop_state))
+    manager.save(step, args=args, metrics=metrics)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
-    """Returns `state` restored from the latest checkpoint (same shardings), or `state` when there is none.
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> tuple[TrainState, dict | None]:
+    """Returns `(state, loop_state)` restored from the latest checkpoint (same shardings as `state`), or
+    `(state, None)` when there is none.
 
     Raises IncompatibleCheckpointError, saying what to do, when the checkpoint was written by another model or
     optimizer set-up, or cannot be read.
     """
     step = manager.latest_step()
     if step is None:
-        return state
+        return state, None
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.checkpoint_items())
     try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                  loop=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError, FileNotFoundError, OSError) as error:
         raise IncompatibleCheckpointError(
             f"Cannot resume from the checkpoint at step {step} in {manager.directory}: it does not match the "
@@ -66,4 +71,4 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainSt
             "over."
         ) from error
     logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
-    return state.replace(**restored)
+    return state.replace(**restored["state"]), dict(restored["loop"])

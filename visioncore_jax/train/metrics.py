@@ -16,6 +16,7 @@ class TrainMetrics(metrics.Collection):
     grad_norm: metrics.Average.from_output("grad_norm")
     clip_fraction: metrics.Average.from_output("clipped")
     skipped_steps: metrics.LastValue.from_output("skipped_steps")
+    skip_run: metrics.LastValue.from_output("skip_run")
 
 
 @flax.struct.dataclass

@@ -42,10 +42,10 @@ def check_batch_size(batch_size: int, mesh: Mesh, key: str = "config.training.ba
 
 
 def jit_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
-    """Jits `step_fn(state, metrics, batch) -> (state, metrics)`; donates state and metrics buffers."""
+    """Jits `step_fn(state, metrics, batch, regularization) -> (state, metrics)`; donates state and metrics."""
     return jax.jit(
         step_fn,
-        in_shardings=(replicated(mesh), replicated(mesh), data_sharded(mesh)),
+        in_shardings=(replicated(mesh), replicated(mesh), data_sharded(mesh), replicated(mesh)),
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=(0, 1),
     )

@@ -14,7 +14,8 @@ class TrainState(struct.PyTreeNode):
     """Everything a train step reads and writes; checkpointed as a whole for exact resume.
 
     `rng` is a raw uint32 key; the key of step `s` is `fold_in(rng, s)`, so randomness after a resume equals
-    that of an uninterrupted run.
+    that of an uninterrupted run. `lr_scale` multiplies every update on top of the LR schedule (plateau cuts,
+    NaN rollbacks) without recompiling.
     """
 
     step: jax.Array
@@ -22,12 +23,14 @@ class TrainState(struct.PyTreeNode):
     batch_stats: Any
     opt_state: optax.OptState
     rng: jax.Array
+    lr_scale: jax.Array
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
     def apply_gradients(self, grads, batch_stats) -> "TrainState":
         """Applies one optimizer update and the new BatchNorm statistics; advances the step."""
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        updates = jax.tree.map(lambda u: u * self.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(self.params, updates)
         return self.replace(
             step=self.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
@@ -41,6 +44,7 @@ class TrainState(struct.PyTreeNode):
             "batch_stats": self.batch_stats,
             "opt_state": self.opt_state,
             "rng": self.rng,
+            "lr_scale": self.lr_scale,
         }
 
 
@@ -60,6 +64,7 @@ def create_train_state(
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         rng=state_rng,
+        lr_scale=jnp.ones((), jnp.float32),
         apply_fn=model.apply,
         tx=tx,
     )

@@ -22,24 +22,28 @@ def train_step(
     state: TrainState,
     metrics: TrainMetrics,
     batch: Mapping[str, jax.Array],
+    regularization: Mapping[str, jax.Array],
     *,
     learning_rate_fn: optax.Schedule,
-    label_smoothing: float | jax.Array = 0.0,
     aux_loss_weight: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics]:
     """One optimizer step on `batch`; returns the new state and `metrics` merged with this step's.
 
-    The loss is the (label-smoothed) cross-entropy of the fused head plus `aux_loss_weight` times the mean
-    cross-entropy of the per-pathway auxiliary heads when the model has them. A step whose loss or gradients
-    are non-finite keeps the old BatchNorm statistics; the optimizer's NaN-skip keeps the old parameters.
+    `regularization` holds `dropout_rate` and `label_smoothing` as values (progressive regularization changes
+    them without recompiling). The loss is the (label-smoothed) cross-entropy of the fused head plus
+    `aux_loss_weight` times the cross-entropy of each per-pathway auxiliary head when the model has them. A
+    step whose loss or gradients are non-finite keeps the old BatchNorm statistics; the optimizer's NaN-skip
+    keeps the old parameters.
     """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
+    label_smoothing = regularization["label_smoothing"]
 
     def loss_fn(params):
         outputs, new_variables = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats},
             batch,
             train=True,
+            dropout_rate=regularization["dropout_rate"],
             rngs={"dropout": dropout_rng},
             mutable=["batch_stats"],
         )
@@ -57,10 +61,11 @@ def train_step(
     step_metrics = TrainMetrics.single_from_model_output(
         loss=loss,
         accuracy=(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
-        learning_rate=learning_rate_fn(state.step),
+        learning_rate=learning_rate_fn(state.step) * state.lr_scale,
         grad_norm=opt_stats["grad_norm"],
         clipped=opt_stats["clipped"],
         skipped_steps=opt_stats["skipped_steps"].astype(jnp.float32),
+        skip_run=opt_stats["current_skip_run"].astype(jnp.float32),
     )
     return new_state, metrics.merge(step_metrics)
 
