@@ -74,7 +74,8 @@ def get_config() -> ml_collections.ConfigDict:
     # 'constant' | 'warmup_cosine' | 'cosine_restarts' | 'onecycle' | 'polynomial' | 'exponential'.
     # Durations: exactly one of <name>_epochs / <name>_steps per pair, the other -1.
     config.schedule.name = 'warmup_cosine'
-    config.schedule.warmup_epochs = 1.0  # linear warmup before any schedule; 0 disables it
+    # Linear warmup before any schedule; 0 disables it (onecycle has its own ramp: usually 0 there).
+    config.schedule.warmup_epochs = 1.0
     config.schedule.warmup_steps = -1
     config.schedule.min_learning_rate = 1e-6  # floor after warmup (also the end of cosine / polynomial)
     # cosine_restarts (SGDR): first cycle length, its growth, the peak's decay per cycle, warmup per cycle.

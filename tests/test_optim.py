@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from configs import test as test_config
-from visioncore_jax.optim import build_optimizer, build_schedule, optimizer_metrics
+from visioncore_jax.optim import SCHEDULES, build_optimizer, build_schedule, optimizer_metrics
+from visioncore_jax.optim.plot_schedules import plot
 from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, skip_nonfinite
 
 
@@ -131,3 +132,10 @@ def test_unknown_optimizer_is_an_error():
     config.optimizer.name = "adamax"
     with pytest.raises(ValueError, match="config.optimizer.name='adamax' is not one of"):
         build_optimizer(config, 10, 100)
+
+
+def test_plot_every_schedule(tmp_path):
+    config = test_config.get_config()
+    config.training.update(num_train_steps=50)
+    plot(config, SCHEDULES, 10, str(tmp_path / "lr.png"))
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

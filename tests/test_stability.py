@@ -9,9 +9,16 @@ import pytest
 
 from configs import test as test_config
 from visioncore_jax.optim import build_optimizer
-from visioncore_jax.optim.stability import (EarlyStoppingState, PlateauState, check_rollback_budget,
-                                            early_stopping_update, metric_mode, needs_rollback, plateau_update,
-                                            regularization_at)
+from visioncore_jax.optim.stability import (
+    EarlyStoppingState,
+    PlateauState,
+    check_rollback_budget,
+    early_stopping_update,
+    metric_mode,
+    needs_rollback,
+    plateau_update,
+    regularization_at,
+)
 
 
 def scales(values, **plateau):

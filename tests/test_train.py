@@ -169,9 +169,8 @@ def test_sigterm_saves_and_exits_cleanly(tfds_data_dir, tmp_path):
     process = run_main(workdir, tfds_data_dir, "--config.training.num_train_steps=100000",
                        "--config.training.checkpoint_every_steps=100000", wait=False)
     deadline = time.time() + 240
-    while not glob.glob(os.path.join(workdir, "events.out.tfevents.*")) and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(2.0)
+    while not finished_steps(workdir) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)  # the step-0 checkpoint is written just before the first step
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output[-3000:]

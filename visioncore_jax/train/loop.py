@@ -96,8 +96,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains and evaluates the configured model, writing TensorBoard events and checkpoints to `workdir`.
 
     Returns the final train state. Interrupted runs (SIGTERM, a killed process) resume from the latest
-    checkpoint when the same command is run again, with the same data order and randomness.
+    checkpoint when the same command is run again, with the same data order and randomness. A SIGTERM at any
+    point, set-up included, ends the run after its current step with a checkpoint.
     """
+    with _StopRequest() as stop:
+        return _train_and_evaluate(config, workdir, stop)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) -> TrainState:
     training = config.training
     validate_training(training)
     validate_controls(config)
@@ -172,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step = start_step
     batches = pipeline.train_batches(training.batch_size, start_step=step)
     regularization = None
-    with _StopRequest() as stop, metric_writers.ensure_flushes(writer):
+    with metric_writers.ensure_flushes(writer):
         while step < num_train_steps:
             values = regularization_at(config, step / steps_per_epoch)
             if regularization is None or values != regularization[0]:
