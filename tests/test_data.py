@@ -128,11 +128,12 @@ def test_embedded_dataset_needs_both_pathways():
     cool_fraction = [np.mean(((hsv[..., 0] > 0.35) & (hsv[..., 0] < 0.8))[hue_family == f][saturated[hue_family == f]])
                      for f in (0, 1)]
     assert cool_fraction[1] - cool_fraction[0] > 0.15  # the families overlap a little by design
-    # Luma structure (brightness only) separates shapes: a ring's centre matches its background, a disk's not.
+    # Luma structure (brightness only) separates shapes: the area standing out from the background's luma
+    # follows the shape (disk > ring, which has a hole, > triangle).
     luma = rgb @ np.asarray(LUMA_WEIGHTS)
-    contrast = np.abs(luma - np.median(luma, axis=(1, 2), keepdims=True)).mean(axis=(1, 2))
-    shape = labels % len(SHAPES)
-    assert contrast[shape == SHAPES.index("disk")].mean() > 1.2 * contrast[shape == SHAPES.index("ring")].mean()
+    area = (np.abs(luma - np.median(luma, axis=(1, 2), keepdims=True)) > 0.2).mean(axis=(1, 2))
+    shape_area = {name: area[labels % len(SHAPES) == i].mean() for i, name in enumerate(SHAPES)}
+    assert shape_area["disk"] > 1.2 * shape_area["ring"] > 1.2 * shape_area["triangle"]
 
 
 def test_cifar100_through_tfds_mock_data():
