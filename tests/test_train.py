@@ -12,6 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -106,34 +107,57 @@ def test_killed_run_resumes_to_the_same_parameters(config, tfds_data_dir, tmp_pa
     jax.tree.map(np.testing.assert_array_equal, reference, resumed)
 
 
+def one_step(config, devices, batch, regularization):
+    """Initial state and metrics after one jitted train step of `config`'s model on `devices`."""
+    model = build_model(config, 10)
+    tx, schedule = build_optimizer(config, steps_per_epoch=10, total_steps=100)
+    example = {k: v[:1] for k, v in batch.items() if k != "label"}
+    mesh = partitioning.make_mesh(devices)
+    initial = partitioning.jit_replicated(create_train_state, mesh, model=model, tx=tx, example_inputs=example,
+                                          seed=0)()
+    initial_params = jax.device_get(initial.params)
+    metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
+    step = functools.partial(train_step, learning_rate_fn=schedule, aux_loss_weight=config.model.aux_loss_weight)
+    state, metrics = partitioning.jit_train_step(step, mesh)(initial, metrics, to_global_batch(batch, mesh),
+                                                             jax.device_put(regularization))
+    return model, initial_params, state, metrics.compute()
+
+
 def test_data_parallel_step_equals_single_device_step(config):
     assert jax.device_count() == 8
     config = config.copy_and_resolve_references()
     config.optimizer.name = "sgd"  # Adam's g / sqrt(v) would amplify float reduction-order noise in tiny grads
-    pipeline = build_input(config)
-    batch = next(pipeline.train_batches(config.training.batch_size))
-    model = build_model(config, pipeline.info.num_classes)
-    tx, schedule = build_optimizer(config, steps_per_epoch=10, total_steps=100)
-    example = {k: v[:1] for k, v in batch.items() if k != "label"}
-    step = functools.partial(train_step, learning_rate_fn=schedule)
-
+    batch = next(build_input(config).train_batches(config.training.batch_size))
+    regularization = {"dropout_rate": jnp.float32(0.1), "label_smoothing": jnp.float32(0.1)}
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-        mesh = partitioning.make_mesh(devices)
-        state = partitioning.jit_replicated(create_train_state, mesh, model=model, tx=tx,
-                                            example_inputs=example, seed=0)()
-        metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
-        regularization = {"dropout_rate": jnp.float32(0.1), "label_smoothing": jnp.float32(0.1)}
-        state, metrics = partitioning.jit_train_step(step, mesh)(state, metrics, to_global_batch(batch, mesh),
-                                                                 regularization)
+        _, _, state, metrics = one_step(config, devices, batch, regularization)
         assert len(state.params["head"]["kernel"].sharding.device_set) == len(devices)
-        results.append((metrics.compute(), jax.device_get(state.params), jax.device_get(state.batch_stats)))
+        results.append((metrics, jax.device_get(state.params), jax.device_get(state.batch_stats)))
 
     (metrics_1, params_1, stats_1), (metrics_8, params_8, stats_8) = results
     np.testing.assert_allclose(metrics_1["loss"], metrics_8["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics_1["grad_norm"], metrics_8["grad_norm"], rtol=1e-4)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), params_1, params_8)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), stats_1, stats_8)
+
+
+def test_auxiliary_heads_are_trained_by_a_weighted_loss(config):
+    config = config.copy_and_resolve_references()
+    config.model.aux_loss_weight = 0.5
+    batch = next(build_input(config).train_batches(config.training.batch_size))
+    regularization = {"dropout_rate": jnp.float32(0.0), "label_smoothing": jnp.float32(0.0)}
+    model, initial, state, metrics = one_step(config, jax.devices()[:1], batch, regularization)
+    for head in ("aux_head_color", "aux_head_brightness", "head"):
+        assert np.abs(jax.device_get(state.params[head]["kernel"]) - initial[head]["kernel"]).max() > 0
+    variables = model.init(jax.random.PRNGKey(0), {k: v[:1] for k, v in batch.items() if k != "label"},
+                           train=False)
+    outputs, _ = model.apply({**variables, "params": initial}, batch, train=True, dropout_rate=0.0,
+                             mutable=["batch_stats"])
+    ce = lambda logits: float(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean())  # noqa
+    expected = ce(outputs["logits"]) + 0.5 * (ce(outputs["aux_logits"]["color"]) +
+                                              ce(outputs["aux_logits"]["brightness"]))
+    np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -154,13 +178,21 @@ def test_bad_config_fails_naming_the_key(tfds_data_dir, tmp_path, override, mess
 
 
 @pytest.mark.slow
-def test_incompatible_checkpoint_is_a_clear_error(config, tmp_path):
+def test_incompatible_or_corrupt_checkpoint_is_a_clear_error(config, tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(config, workdir)
     wider = config.copy_and_resolve_references()
     wider.model.width = 16
     with pytest.raises(checkpointing.IncompatibleCheckpointError, match="Use a new --workdir"):
         train_and_evaluate(wider, workdir)
+    last = finished_steps(workdir)[-1]
+    for path in glob.glob(os.path.join(workdir, "checkpoints", str(last), "state", "d", "*")):
+        with open(path, "wb") as f:
+            f.write(b"not a checkpoint")
+    longer = config.copy_and_resolve_references()
+    longer.training.num_train_steps += 2
+    with pytest.raises(checkpointing.IncompatibleCheckpointError, match=f"delete .*checkpoints/{last} to resume"):
+        train_and_evaluate(longer, workdir)
 
 
 @pytest.mark.slow

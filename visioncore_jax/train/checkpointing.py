@@ -67,8 +67,8 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> tuple[T
         raise IncompatibleCheckpointError(
             f"Cannot resume from the checkpoint at step {step} in {manager.directory}: it does not match the "
             f"configured model/optimizer or is unreadable ({type(error).__name__}: {str(error)[:300]}). "
-            "Use a new --workdir for a different configuration, or delete that checkpoint directory to start "
-            "over."
+            "Use a new --workdir for a different configuration; for a damaged checkpoint delete "
+            f"{os.path.join(str(manager.directory), str(step))} to resume from an earlier one."
         ) from error
     logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
     return state.replace(**restored["state"]), dict(restored["loop"])
