@@ -153,6 +153,7 @@ def test_auxiliary_heads_are_trained_by_a_weighted_loss(config):
     variables = model.init(jax.random.PRNGKey(0), {k: v[:1] for k, v in batch.items() if k != "label"},
                            train=False)
     outputs, _ = model.apply({**variables, "params": initial}, batch, train=True, dropout_rate=0.0,
+                             rngs={"dropout": jax.random.PRNGKey(0)},
                              mutable=["batch_stats"])
     ce = lambda logits: float(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean())  # noqa
     expected = ce(outputs["logits"]) + 0.5 * (ce(outputs["aux_logits"]["color"]) +
