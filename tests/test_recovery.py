@@ -90,3 +90,18 @@ def test_every_schedule_logs_the_lr_used_at_each_step(config, tmp_path, name):
     logged = read_scalars(str(tmp_path))["train_learning_rate"]
     assert [step for step, _ in logged] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([lr for _, lr in logged], [float(schedule(s - 1)) for s, _ in logged], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_plateau_cuts_the_lr_and_early_stopping_ends_the_run(config, tmp_path):
+    config.training.update(num_train_steps=12, eval_every_epochs=2 / 375)  # an eval every 2 steps
+    # Thresholds no run can meet: after the first eval, every eval counts as "not improved".
+    config.plateau.update(enabled=True, metric="eval_loss", patience=0, factor=0.5, threshold=10.0)
+    config.early_stopping.update(enabled=True, metric="eval_accuracy", patience=1, min_delta=10.0)
+    state = train_and_evaluate(config, str(tmp_path))
+    # Evals at steps 2 (best), 4 (cut to 0.5, 1 bad), 6 (cut to 0.25, 2 bad > patience 1: stop).
+    assert int(state.step) == 6 and float(state.lr_scale) == 0.25
+    schedule = build_schedule(config, 12_000 // 32, 12)
+    step, logged = read_scalars(str(tmp_path))["train_learning_rate"][-1]
+    assert step == 6
+    np.testing.assert_allclose(logged, 0.5 * float(schedule(5)), rtol=1e-5)  # the cut at step 4 applied
