@@ -1,0 +1,149 @@
+"""Model building blocks against NumPy references and closed forms: RMSNorm, conv blocks, identity residual
+blocks, SE/CBAM bounds, and a ConvGRU equal to a textbook GRU."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from visioncore_jax.models.attention import CBAM, SqueezeExcitation
+from visioncore_jax.models.conv_block import ConvBlock, ResBlock, activation_init
+from visioncore_jax.models.norms import RMSNorm
+from visioncore_jax.models.recurrent import ConvGRU, ConvGRUCell, GateConv
+
+RNG = np.random.default_rng(0)
+
+
+def param_count(tree):
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("axes", [(-1,), (1, 2, 3)])
+def test_rmsnorm_matches_numpy(axes):
+    x = RNG.normal(size=(2, 4, 4, 6)).astype(np.float32) * 3 + 1
+    scale, bias = RNG.normal(size=6).astype(np.float32), RNG.normal(size=6).astype(np.float32)
+    layer = RMSNorm(eps=1e-4, axes=axes)
+    y = layer.apply({"params": {"scale": scale, "bias": bias}}, jnp.asarray(x))
+    expected = x / np.sqrt(np.mean(x**2, axis=axes, keepdims=True) + 1e-4) * scale + bias
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    y16 = layer.apply({"params": {"scale": scale, "bias": bias}}, jnp.asarray(x, jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(y16, np.float32), expected, rtol=2e-2, atol=2e-2)
+    assert RMSNorm(affine=False).init(jax.random.PRNGKey(0), jnp.asarray(x)) == {}
+
+
+def block_params(block, in_channels=8):
+    x = jnp.zeros((1, 8, 8, in_channels))
+    return jax.eval_shape(lambda: block.init(jax.random.PRNGKey(0), x, train=False))["params"]
+
+
+def test_conv_parameter_counts_match_closed_forms():
+    k, c_in, c_out, groups = 3, 8, 16, 4
+    bn = 2 * c_out
+    assert param_count(block_params(ConvBlock(c_out, conv_type="standard"))) == k * k * c_in * c_out + bn
+    assert param_count(block_params(ConvBlock(c_out, conv_type="depthwise"))) == k * k * c_in + c_in * c_out + bn
+    assert param_count(block_params(ConvBlock(c_out, conv_type="grouped", groups=groups))) == (
+        k * k * (c_in // groups) * c_out + bn)
+    # Weight norm adds one scale per output channel.
+    assert param_count(block_params(ConvBlock(c_out, weight_norm=True))) == k * k * c_in * c_out + c_out + bn
+    assert param_count(block_params(ConvBlock(c_out, norm="rms"))) == k * k * c_in * c_out + 2 * c_out
+
+
+def test_conv_block_rejects_inconsistent_options():
+    with pytest.raises(ValueError, match="weight_norm=True works with conv_type='standard' only"):
+        block_params(ConvBlock(16, conv_type="depthwise", weight_norm=True))
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        block_params(ConvBlock(16, conv_type="grouped", groups=3))
+    with pytest.raises(ValueError, match="conv_type='dilated' is not one of"):
+        block_params(ConvBlock(16, conv_type="dilated"))
+
+
+@pytest.mark.parametrize("activation, gain", [("relu", 2.0), ("silu", 2.0 / (1 + 0.01**2))])
+def test_init_matches_the_activation(activation, gain):
+    kernel = activation_init(activation)(jax.random.PRNGKey(0), (3, 3, 64, 128))
+    np.testing.assert_allclose(float(jnp.std(kernel)), np.sqrt(gain / (9 * 128)), rtol=0.02)
+
+
+@pytest.mark.parametrize("norm", ["batch", "rms", "layer", "group"])
+def test_residual_block_is_the_identity_at_init(norm):
+    block = ResBlock(8, block={"norm": norm, "activation": "silu", "conv_type": "depthwise"})
+    x = jnp.asarray(RNG.normal(size=(2, 8, 8, 8)), jnp.float32)
+    variables = block.init(jax.random.PRNGKey(0), x, train=False)
+    np.testing.assert_array_equal(block.apply(variables, x, train=False), x)
+    y, _ = block.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("module", [SqueezeExcitation(reduction=4, scale=0.3), CBAM(reduction=4, scale=0.3),
+                                    CBAM(reduction=64, learnable_scale=True)])
+def test_attention_stays_within_scale_of_the_input(module):
+    x = jnp.asarray(RNG.normal(size=(4, 8, 8, 16)) * 5, jnp.float32)
+    variables = module.init(jax.random.PRNGKey(1), x, train=False)
+    y, state = module.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+    scale = module.scale
+    assert np.all(np.abs(np.asarray(y - x)) <= scale * np.abs(np.asarray(x)) + 1e-6)
+    gate = np.asarray(state["intermediates"]["gate"][0])
+    assert gate.min() > 0 and gate.max() < 1 and not np.allclose(y, x)
+    zero = jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.zeros_like(v) if p[-1].key == "scale" and v.ndim == 0 else v, variables)
+    if module.learnable_scale:  # a learnable scale of 0 makes the module the identity
+        np.testing.assert_array_equal(module.apply(zero, x, train=False), x)
+
+
+def sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def test_convgru_with_1x1_kernels_equals_a_textbook_gru():
+    batch, steps, channels, hidden = 3, 5, 4, 6
+    x = RNG.normal(size=(batch, steps, 1, 1, channels)).astype(np.float32)
+    gru = ConvGRU(hidden, kernel_size=1, learnable_h0=True, return_sequences=True)
+    variables = gru.init(jax.random.PRNGKey(0), jnp.asarray(x))
+    params = jax.tree.map(np.asarray, variables["params"])
+    params["h0"] = RNG.normal(size=hidden).astype(np.float32)
+    params["input"]["Conv_0"]["bias"] = RNG.normal(size=3 * hidden).astype(np.float32)
+    params["cell"]["recurrent"]["Conv_0"]["bias"] = RNG.normal(size=3 * hidden).astype(np.float32)
+    sequence = np.asarray(gru.apply({"params": params}, jnp.asarray(x)))
+
+    w_x, b_x = params["input"]["Conv_0"]["kernel"][0, 0], params["input"]["Conv_0"]["bias"]
+    w_h, b_h = params["cell"]["recurrent"]["Conv_0"]["kernel"][0, 0], params["cell"]["recurrent"]["Conv_0"]["bias"]
+    gate = lambda w, b, v, g: v @ w[:, g * hidden:(g + 1) * hidden] + b[g * hidden:(g + 1) * hidden]  # noqa: E731
+    h = np.broadcast_to(params["h0"], (batch, hidden))
+    for t in range(steps):
+        xt = x[:, t, 0, 0]
+        z = sigmoid(gate(w_x, b_x, xt, 0) + gate(w_h, b_h, h, 0))
+        r = sigmoid(gate(w_x, b_x, xt, 1) + gate(w_h, b_h, h, 1))
+        n = np.tanh(gate(w_x, b_x, xt, 2) + r * gate(w_h, b_h, h, 2))
+        h = (1 - z) * n + z * h
+        np.testing.assert_allclose(sequence[:, t, 0, 0], h, rtol=1e-5, atol=1e-5)
+
+
+def test_scan_equals_stepwise_cell_application():
+    x = jnp.asarray(RNG.normal(size=(2, 6, 5, 5, 4)), jnp.float32)
+    gru = ConvGRU(4, recurrent_norm=True, residual=True, hidden_clamp=0.5, return_sequences=True)
+    variables = gru.init(jax.random.PRNGKey(2), x)
+    sequence = gru.apply(variables, x)
+    params = variables["params"]
+
+    def project(inputs):
+        return GateConv(12, 3).apply({"params": params["input"]}, inputs)
+
+    cell = ConvGRUCell(4, recurrent_norm=True, hidden_clamp=0.5)
+    h = jnp.zeros((2, 5, 5, 4))
+    for t in range(6):
+        h, _ = cell.apply({"params": params["cell"]}, h, project(x[:, t]))
+        np.testing.assert_allclose(sequence[:, t], h + x[:, t], rtol=1e-5, atol=1e-5)
+        assert float(jnp.abs(h).max()) <= 0.5  # the hidden-state clamp
+
+
+def test_convgru_gate_convolutions_and_initialisation():
+    x = jnp.zeros((1, 3, 4, 4, 8))
+    depthwise = ConvGRU(8, conv_type="depthwise").init(jax.random.PRNGKey(0), x)["params"]
+    assert param_count(depthwise["cell"]["recurrent"]) == 9 * 8 + 8 * 24 + 24
+    grouped = ConvGRU(8, conv_type="grouped", groups=4).init(jax.random.PRNGKey(0), x)["params"]
+    assert param_count(grouped["cell"]["recurrent"]) == 9 * 2 * 24 + 24
+    kernel = ConvGRU(8, kernel_size=1).init(jax.random.PRNGKey(0), x)["params"]["cell"]["recurrent"]["Conv_0"]
+    w = np.asarray(kernel["kernel"][0, 0])  # [8, 24]: orthogonal rows
+    np.testing.assert_allclose(w @ w.T, np.eye(8), atol=1e-5)
+    with pytest.raises(ValueError, match="residual=True needs input channels"):
+        ConvGRU(6, residual=True).init(jax.random.PRNGKey(0), x)
