@@ -48,7 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.width = 32
     # CIFAR-style: halves the widths and drops the stem max-pool.
     config.model.reduce_architecture = True
-    config.model.dropout = 0.1
+    config.model.dropout = 0.1  # before the classifier (the rate progressive regularization changes)
+    config.model.conv_dropout = 0.0  # after each ResNet stage
     # Flax convention: running = momentum * running + (1 - momentum) * batch.
     config.model.bn_momentum = 0.9
     # Weight of the per-pathway auxiliary heads' loss; 0 disables the heads.
@@ -135,6 +136,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.num_epochs = 6.0
     config.training.num_train_steps = -1
     config.training.label_smoothing = 0.0
+    # Per-class loss weights from the training label histogram: 'none' | 'cube_root_inverse' (clipped to range).
+    config.training.class_weighting = 'none'
+    config.training.class_weight_range = (0.7, 1.3)
     config.training.dtype = 'float32'  # 'float32' | 'bfloat16' (compute; params stay float32)
     config.training.log_every_steps = 50
     config.training.eval_every_epochs = 1.0

@@ -15,8 +15,8 @@ from visioncore_jax.data.sources import (
 )
 
 # Name → TFDS builder name; `image_folder` reads config.data.image_folder instead.
-DATASETS = {"embedded_shapes": "embedded_shapes", "cifar10": "cifar10", "cifar100": "cifar100",
-            "image_folder": None}
+DATASETS = {"embedded_shapes": "embedded_shapes/balanced", "embedded_shapes_longtail": "embedded_shapes/longtail",
+            "cifar10": "cifar10", "cifar100": "cifar100", "image_folder": None}
 
 
 def _validate(data: ml_collections.ConfigDict) -> None:

@@ -68,14 +68,25 @@ def _random_rectangles(n: int, count: int, max_side: int, rng: np.random.Generat
     return inside_x & inside_y
 
 
-def generate_examples(split: str, num_examples: int | None = None, seed: int | None = None):
+def long_tail_counts(per_class: int, imbalance_ratio: float, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Examples per class falling exponentially from `per_class` (class 0) to `per_class / imbalance_ratio`."""
+    return np.round(per_class * imbalance_ratio ** (-np.arange(num_classes) / (num_classes - 1))).astype(int)
+
+
+def generate_examples(split: str, num_examples: int | None = None, seed: int | None = None,
+                      class_counts: np.ndarray | None = None):
     """Generates `(images uint8 [N, 32, 32, 3], labels int64 [N])` of `split`, deterministically.
 
-    Labels are balanced: class `c` = hue family `c // 5`, shape `c % 5`.
+    Class `c` = hue family `c // 5`, shape `c % 5`. Labels are balanced unless `class_counts` gives the number
+    of examples of each class.
     """
-    n = SPLIT_SIZES[split] if num_examples is None else num_examples
     rng = np.random.default_rng(SPLIT_SEEDS[split] if seed is None else seed)
-    labels = rng.permutation(np.arange(n) % len(CLASS_NAMES))
+    if class_counts is None:
+        n = SPLIT_SIZES[split] if num_examples is None else num_examples
+        labels = rng.permutation(np.arange(n) % len(CLASS_NAMES))
+    else:
+        labels = rng.permutation(np.repeat(np.arange(len(CLASS_NAMES)), class_counts))
+        n = len(labels)
     hue_family, shape_ids = labels // len(SHAPES), labels % len(SHAPES)
 
     # Background: low-saturation color of random brightness, plus colored clutter rectangles.
@@ -103,11 +114,22 @@ def generate_examples(split: str, num_examples: int | None = None, seed: int | N
     return np.clip(np.round(images * 255), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
+LONG_TAIL_RATIO = 20.0
+
+
 class EmbeddedShapes(tfds.core.GeneratorBasedBuilder):
-    """TFDS builder of the embedded dataset: prepared once into the TFDS data dir, no download."""
+    """TFDS builder of the embedded dataset: prepared once into the TFDS data dir, no download.
+
+    Configs: `balanced` (12,000 train / 2,000 test) and `longtail` (training classes fall exponentially from
+    1,200 to 60 examples, a 20:1 imbalance; the test split stays balanced so per-class accuracy is comparable).
+    """
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: 10 classes, 12,000 train / 2,000 test."}
+    RELEASE_NOTES = {"1.0.0": "Initial release: 10 classes; balanced and long-tailed training splits."}
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name="balanced", description="1,200 training examples per class."),
+        tfds.core.BuilderConfig(name="longtail", description="Training classes from 1,200 down to 60 examples."),
+    ]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -123,6 +145,9 @@ class EmbeddedShapes(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in SPLIT_SIZES}
 
     def _generate_examples(self, split):
-        images, labels = generate_examples(split)
+        counts = None
+        if self.builder_config.name == "longtail" and split == "train":
+            counts = long_tail_counts(SPLIT_SIZES["train"] // len(CLASS_NAMES), LONG_TAIL_RATIO)
+        images, labels = generate_examples(split, class_counts=counts)
         for index, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield index, {"image": image, "label": label}

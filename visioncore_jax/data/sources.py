@@ -22,6 +22,7 @@ class DatasetInfo:
     num_eval_examples: int
     image_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
+    train_label_counts: tuple[int, ...]  # examples per class in the whole training split
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -48,7 +49,7 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
         try:
             builder.download_and_prepare()
         except Exception as error:  # TFDS raises many types offline (DownloadError, ConnectionError, OSError …)
-            if name == "embedded_shapes":
+            if name.startswith("embedded_shapes"):
                 raise
             raise DatasetUnavailableError(_offline_message(name, data_dir, error)) from error
     return builder
@@ -76,16 +77,31 @@ def _num_examples(builder: tfds.core.DatasetBuilder, key: str, split: str) -> in
     return int(dataset.reduce(0, lambda count, _: count + 1))
 
 
+def label_counts(builder: tfds.core.DatasetBuilder, split: str, num_classes: int) -> np.ndarray:
+    """Examples per class in `split` (images are not decoded). Raises a ValueError naming the offending labels
+    when some fall outside [0, num_classes)."""
+    dataset = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    labels = np.concatenate([batch["label"] for batch in tfds.as_numpy(dataset.batch(10_000))])
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{bad.size} labels of split {split!r} are outside [0, {num_classes}) (e.g. "
+                         f"{sorted(set(bad.tolist()))[:5]}); labels must be 0-based class indices.")
+    return np.bincount(labels, minlength=num_classes)
+
+
 def dataset_info(builder: tfds.core.DatasetBuilder, train_split: str, eval_split: str,
                  image_shape: tuple[int, int, int]) -> DatasetInfo:
-    """Reads class names and split sizes from the builder; raises a ValueError for unknown split names."""
+    """Reads class names, split sizes and the training label histogram; raises a ValueError for unknown split
+    names and out-of-range labels."""
     label = builder.info.features["label"]
+    num_train = _num_examples(builder, "train_split", train_split)
     return DatasetInfo(
         num_classes=label.num_classes,
-        num_train_examples=_num_examples(builder, "train_split", train_split),
+        num_train_examples=num_train,
         num_eval_examples=_num_examples(builder, "eval_split", eval_split),
         image_shape=image_shape,
         class_names=tuple(label.names),
+        train_label_counts=tuple(int(c) for c in label_counts(builder, train_split, label.num_classes)),
     )
 
 

@@ -21,8 +21,9 @@ def _validate(model: ml_collections.ConfigDict, dtype: str) -> None:
         raise ValueError(f"config.model.num_blocks={tuple(model.num_blocks)} needs 1 to 4 stages of >= 1 block.")
     if model.width < 2:
         raise ValueError(f"config.model.width={model.width} must be >= 2.")
-    if not 0.0 <= model.dropout < 1.0:
-        raise ValueError(f"config.model.dropout={model.dropout} must be in [0, 1).")
+    for key in ("dropout", "conv_dropout"):
+        if not 0.0 <= model[key] < 1.0:
+            raise ValueError(f"config.model.{key}={model[key]} must be in [0, 1).")
     if not 0.0 <= model.bn_momentum < 1.0:
         raise ValueError(f"config.model.bn_momentum={model.bn_momentum} must be in [0, 1) (flax convention: "
                          "PyTorch momentum 0.1 is 0.9 here).")
@@ -44,6 +45,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
         width=int(model.width),
         reduce_architecture=bool(model.reduce_architecture),
         bn_momentum=float(model.bn_momentum),
+        conv_dropout=float(model.conv_dropout),
         dtype=DTYPES[config.training.dtype],
     )
     if model.name == "dual_resnet":

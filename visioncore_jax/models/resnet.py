@@ -64,13 +64,15 @@ def shortcut(x: jax.Array, features: int, strides: int, conv, norm) -> jax.Array
 
 
 class ResNetBackbone(nn.Module):
-    """Stem and four stages; returns globally average-pooled features [B, C]."""
+    """Stem and four stages (each followed by dropout at `conv_dropout` when > 0); returns globally
+    average-pooled features [B, C]."""
 
     block: str
     num_blocks: Sequence[int]
     width: int
     reduce_architecture: bool
     bn_momentum: float
+    conv_dropout: float = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -90,6 +92,8 @@ class ResNetBackbone(nn.Module):
             for index in range(count):
                 x = block_cls(width * 2 ** (stage - 1), stage_strides if index == 0 else 1, conv, norm,
                               name=f"stage{stage}_block{index}")(x)
+            if self.conv_dropout > 0:
+                x = Dropout()(x, self.conv_dropout, train=train)
         return jnp.mean(x, axis=(1, 2))
 
 

@@ -12,7 +12,7 @@ from visioncore_jax.optim.stability import (
     plateau_update,
 )
 
-EVAL_METRICS = ("eval_accuracy", "eval_loss")
+EVAL_METRICS = ("eval_accuracy", "eval_balanced_accuracy", "eval_loss")
 
 
 @dataclasses.dataclass(frozen=True)

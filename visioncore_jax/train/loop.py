@@ -15,6 +15,7 @@ import threading
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import traverse_util
 
@@ -24,7 +25,8 @@ from visioncore_jax.optim import build_optimizer
 from visioncore_jax.optim.stability import check_rollback_budget, needs_rollback, regularization_at
 from visioncore_jax.train import checkpointing, partitioning
 from visioncore_jax.train.controls import LoopState, after_eval, validate_controls
-from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, prefixed
+from visioncore_jax.train.losses import class_weights
+from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, confusion_summary, prefixed
 from visioncore_jax.train.state import TrainState, create_train_state
 from visioncore_jax.train.steps import eval_step, train_step
 from visioncore_jax.train.validation import validate_training
@@ -85,11 +87,14 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
 
 
 def evaluate(state: TrainState, pipeline, eval_fn, batch_size: int, mesh) -> dict:
-    """One pass over the eval split; returns `{'eval_loss': ..., 'eval_accuracy': ...}` as floats."""
-    metrics = jax.device_put(EvalMetrics.empty(), partitioning.replicated(mesh))
+    """One pass over the eval split; returns `eval_loss`, `eval_accuracy` and the confusion-matrix summary
+    (balanced accuracy, largest predicted share, per-class accuracy and predicted share) as floats."""
+    info = pipeline.info
+    metrics = jax.device_put(EvalMetrics.zeros(info.num_classes), partitioning.replicated(mesh))
     for batch in pipeline.eval_batches(batch_size):
         metrics = eval_fn(state, metrics, to_global_batch(batch, mesh))
-    return prefixed(metrics.compute(), "eval")
+    computed = jax.device_get(metrics.compute())
+    return prefixed(computed, "eval") | confusion_summary(computed["confusion"], info.class_names)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -124,6 +129,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: _
     eval_every_steps = max(1, round(training.eval_every_epochs * steps_per_epoch))
 
     model = build_model(config, info.num_classes)
+    weights = None
+    if training.class_weighting != "none":
+        weights = jnp.asarray(class_weights(info.train_label_counts, training.class_weighting,
+                                            tuple(training.class_weight_range)))
+        logging.info("Class weights (%s): %s", training.class_weighting, np.round(np.asarray(weights), 3).tolist())
     tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
     init = partitioning.jit_replicated(
         create_train_state, mesh, model=model, tx=tx, example_inputs=_example_inputs(info.image_shape),
@@ -150,7 +160,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: _
 
     train_fn = partitioning.jit_train_step(
         functools.partial(train_step, learning_rate_fn=learning_rate_fn,
-                          aux_loss_weight=config.model.aux_loss_weight),
+                          aux_loss_weight=config.model.aux_loss_weight, class_weights=weights),
         mesh,
     )
     eval_fn = partitioning.jit_eval_step(eval_step, mesh)
@@ -202,7 +212,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: _
                 with progress.timed("eval"):
                     eval_scalars = evaluate(state, pipeline, eval_fn, training.eval_batch_size, mesh)
                 writer.write_scalars(step, eval_scalars)
-                logging.info("Step %d: %s", step, eval_scalars)
+                logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in eval_scalars.items() if "/" not in k})
                 if needs_rollback(0, eval_scalars["eval_loss"], config.nan_recovery):
                     state, loop_state, step, batches = roll_back(step, "non-finite eval loss")
                     continue

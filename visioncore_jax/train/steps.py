@@ -8,14 +8,9 @@ import optax
 
 from visioncore_jax.optim import optimizer_metrics
 from visioncore_jax.optim.transforms import all_finite
+from visioncore_jax.train.losses import cross_entropy, weighted_mean
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics
 from visioncore_jax.train.state import TrainState
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float | jax.Array = 0.0) -> jax.Array:
-    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
 def train_step(
@@ -26,12 +21,14 @@ def train_step(
     *,
     learning_rate_fn: optax.Schedule,
     aux_loss_weight: float = 0.0,
+    class_weights: jax.Array | None = None,
 ) -> tuple[TrainState, TrainMetrics]:
     """One optimizer step on `batch`; returns the new state and `metrics` merged with this step's.
 
     `regularization` holds `dropout_rate` and `label_smoothing` as values (progressive regularization changes
     them without recompiling). The loss is the (label-smoothed) cross-entropy of the fused head plus
-    `aux_loss_weight` times the cross-entropy of each per-pathway auxiliary head when the model has them. A
+    `aux_loss_weight` times the cross-entropy of each per-pathway auxiliary head when the model has them, each
+    averaged with per-class `class_weights` when given. A
     step whose loss or gradients are non-finite keeps the old BatchNorm statistics; the optimizer's NaN-skip
     keeps the old parameters.
     """
@@ -47,9 +44,12 @@ def train_step(
             rngs={"dropout": dropout_rng},
             mutable=["batch_stats"],
         )
-        loss = cross_entropy(outputs["logits"], batch["label"], label_smoothing).mean()
+        labels = batch["label"]
+        data_loss = lambda logits: weighted_mean(cross_entropy(logits, labels, label_smoothing), labels,  # noqa
+                                                 class_weights)
+        loss = data_loss(outputs["logits"])
         for aux_logits in outputs.get("aux_logits", {}).values():
-            loss += aux_loss_weight * cross_entropy(aux_logits, batch["label"], label_smoothing).mean()
+            loss += aux_loss_weight * data_loss(aux_logits)
         return loss, (outputs["logits"], new_variables["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -75,6 +75,8 @@ def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.A
     outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
     logits = outputs["logits"]
     step_metrics = EvalMetrics.single_from_model_output(
+        logits=logits,
+        label=batch["label"],
         loss=cross_entropy(logits, batch["label"]),
         accuracy=(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
         mask=batch["mask"],

@@ -1,0 +1,43 @@
+"""Classification losses and class weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+CLASS_WEIGHTINGS = ("none", "cube_root_inverse")
+
+
+def class_weights(counts, weighting: str, clip_range=(0.7, 1.3)) -> np.ndarray:
+    """Per-class loss weights from the training label histogram `counts`.
+
+    `cube_root_inverse` (seed 004): `(N / (K · n_c))^(1/3)`, i.e. the cube root of the inverse class frequency
+    normalised so that a balanced dataset gets 1 everywhere, clipped to `clip_range`; `none`: all ones. A class
+    absent from training gets the upper bound.
+    """
+    counts = np.asarray(counts, np.float64)
+    if weighting == "none":
+        return np.ones_like(counts, np.float32)
+    if weighting != "cube_root_inverse":
+        raise ValueError(f"config.training.class_weighting={weighting!r} is not one of {list(CLASS_WEIGHTINGS)}.")
+    low, high = clip_range
+    if not 0 < low <= 1 <= high:
+        raise ValueError(f"config.training.class_weight_range={tuple(clip_range)} must satisfy 0 < low <= 1 <= high.")
+    with np.errstate(divide="ignore"):
+        weights = np.cbrt(counts.sum() / (len(counts) * counts))
+    return np.clip(weights, low, high).astype(np.float32)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float | jax.Array = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def weighted_mean(values: jax.Array, labels: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Mean of per-example `values` weighted by their class's weight, `sum(w·v) / sum(w)` (as torch's
+    CrossEntropyLoss with `weight`); the plain mean when `weights` is None."""
+    if weights is None:
+        return values.mean()
+    example_weights = weights[labels]
+    return jnp.sum(example_weights * values) / jnp.sum(example_weights)
