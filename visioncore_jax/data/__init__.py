@@ -16,7 +16,7 @@ from visioncore_jax.data.sources import (
 
 # Name → TFDS builder name; `image_folder` reads config.data.image_folder instead.
 DATASETS = {"embedded_shapes": "embedded_shapes/balanced", "embedded_shapes_longtail": "embedded_shapes/longtail",
-            "cifar10": "cifar10", "cifar100": "cifar100", "image_folder": None}
+            "embedded_clips": "embedded_clips", "cifar10": "cifar10", "cifar100": "cifar100", "image_folder": None}
 
 
 def _validate(data: ml_collections.ConfigDict) -> None:
@@ -45,7 +45,7 @@ def build_input(config: ml_collections.ConfigDict, *, process_index: int | None 
         builder = image_folder_builder(data.image_folder)
     else:
         builder = tfds_builder(DATASETS[data.name], data.data_dir)
-    info = dataset_info(builder, data.train_split, data.eval_split, (data.image_size, data.image_size, 3))
+    info = dataset_info(builder, data.train_split, data.eval_split, data.image_size)
     return InputPipeline(
         builder, info, train_split=data.train_split, eval_split=data.eval_split, seed=config.seed,
         crop_padding=data.crop_padding, random_flip=data.random_flip, shuffle_buffer=data.shuffle_buffer,

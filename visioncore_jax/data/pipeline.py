@@ -50,14 +50,14 @@ class InputPipeline:
         self._std = tuple(std) if std else tuple(measured_std)
 
     def _decoded(self, builder, split: str) -> tf.data.Dataset:
-        """(image float32 [H, W, 3] in [0, 1], label) pairs in the split's stored order, resized if needed."""
-        height, width, _ = self.info.image_shape
+        """(image float32 [(T,) H, W, 3] in [0, 1], label) pairs in the split's stored order, resized if needed."""
+        height, width, _ = self.info.image_shape[-3:]
 
         def decode(example):
             image = tf.image.convert_image_dtype(example["image"], tf.float32)
-            if image.shape[:2] != (height, width):
+            if image.shape[-3:-1] != (height, width):
                 image = tf.image.resize(image, (height, width), antialias=True)
-                image.set_shape((height, width, 3))
+                image.set_shape(self.info.image_shape)
             return image, tf.cast(example["label"], tf.int32)
 
         dataset = builder.as_dataset(split=split, shuffle_files=False)

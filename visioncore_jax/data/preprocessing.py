@@ -16,14 +16,15 @@ def luma(rgb: tf.Tensor) -> tf.Tensor:
 
 
 def augment(rgb: tf.Tensor, seed: tf.Tensor, crop_padding: int, random_flip: bool) -> tf.Tensor:
-    """Random crop after zero padding, then random horizontal flip, of one RGB image [H, W, 3] in [0, 1]."""
+    """Random crop after zero padding, then random horizontal flip, of one RGB image [H, W, 3] or clip
+    [T, H, W, 3] in [0, 1]; every frame of a clip gets the same crop and flip."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if crop_padding > 0:
-        height, width = rgb.shape[0], rgb.shape[1]
-        padded = tf.pad(rgb, [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]])
-        rgb = tf.image.stateless_random_crop(padded, (height, width, 3), seed=crop_seed)
+        padding = [[0, 0]] * (rgb.shape.rank - 3) + [[crop_padding, crop_padding]] * 2 + [[0, 0]]
+        rgb = tf.image.stateless_random_crop(tf.pad(rgb, padding), tf.shape(rgb), seed=crop_seed)
     if random_flip:
-        rgb = tf.image.stateless_random_flip_left_right(rgb, seed=flip_seed)
+        flip = tf.random.stateless_uniform([], flip_seed) < 0.5
+        rgb = tf.where(flip, tf.reverse(rgb, axis=[-2]), rgb)
     return rgb
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from visioncore_jax.data import embedded  # noqa: F401  (registers the `embedded_shapes` builder with TFDS)
+from visioncore_jax.data import embedded, embedded_clips  # noqa: F401  (registers the embedded builders with TFDS)
 from visioncore_jax.data.preprocessing import LUMA_WEIGHTS
 
 STATISTICS_SAMPLE = 10_000  # training images used to measure normalization statistics
@@ -20,7 +20,7 @@ class DatasetInfo:
     num_classes: int
     num_train_examples: int
     num_eval_examples: int
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]  # [H, W, 3] for images, [T, H, W, 3] for clips
     class_names: tuple[str, ...]
     train_label_counts: tuple[int, ...]  # examples per class in the whole training split
 
@@ -90,10 +90,11 @@ def label_counts(builder: tfds.core.DatasetBuilder, split: str, num_classes: int
 
 
 def dataset_info(builder: tfds.core.DatasetBuilder, train_split: str, eval_split: str,
-                 image_shape: tuple[int, int, int]) -> DatasetInfo:
+                 image_size: int) -> DatasetInfo:
     """Reads class names, split sizes and the training label histogram; raises a ValueError for unknown split
-    names and out-of-range labels."""
+    names and out-of-range labels. Images (or clip frames) are resized to `image_size` x `image_size`."""
     label = builder.info.features["label"]
+    image_shape = (*builder.info.features["image"].shape[:-3], image_size, image_size, 3)
     num_train = _num_examples(builder, "train_split", train_split)
     return DatasetInfo(
         num_classes=label.num_classes,

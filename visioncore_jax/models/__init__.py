@@ -1,4 +1,5 @@
-"""Models built from `config.model`: the dual-pathway ResNet and its single-pathway baseline."""
+"""Models built from `config.model`: the dual-pathway ResNet, its single-pathway baseline, and a ConvGRU clip
+classifier."""
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -6,8 +7,9 @@ import ml_collections
 
 from visioncore_jax.models.dual_resnet import DualPathwayResNet
 from visioncore_jax.models.resnet import BLOCKS, ResNet, ResNetBackbone
+from visioncore_jax.models.video import ConvGRUClassifier
 
-MODELS = {"dual_resnet": DualPathwayResNet, "resnet": ResNet}
+MODELS = {"dual_resnet": DualPathwayResNet, "resnet": ResNet, "conv_gru": ConvGRUClassifier}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -15,7 +17,13 @@ def _validate(model: ml_collections.ConfigDict, dtype: str) -> None:
     """Raises a ValueError naming the key for every invalid `config.model` field."""
     if model.name not in MODELS:
         raise ValueError(f"config.model.name={model.name!r} is not one of {sorted(MODELS)}.")
-    if model.block not in BLOCKS:
+    if model.name == "conv_gru":
+        if "gru" not in model or "conv" not in model or "encoder_widths" not in model:
+            raise ValueError("config.model.name='conv_gru' needs config.model.encoder_widths, .conv and .gru "
+                             "(see configs/video_convgru.py).")
+        if not model.encoder_widths or model.gru.hidden < 1:
+            raise ValueError("config.model.encoder_widths must be non-empty and config.model.gru.hidden >= 1.")
+    elif model.block not in BLOCKS:
         raise ValueError(f"config.model.block={model.block!r} is not one of {sorted(BLOCKS)}.")
     if not model.num_blocks or any(int(n) < 1 for n in model.num_blocks) or len(model.num_blocks) > 4:
         raise ValueError(f"config.model.num_blocks={tuple(model.num_blocks)} needs 1 to 4 stages of >= 1 block.")
@@ -48,9 +56,14 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
         conv_dropout=float(model.conv_dropout),
         dtype=DTYPES[config.training.dtype],
     )
+    if model.name == "conv_gru":
+        gru = model.gru.to_dict()
+        gru["hidden_clamp"] = gru["hidden_clamp"] if gru["hidden_clamp"] > 0 else None  # <= 0: no clamp
+        return ConvGRUClassifier(num_classes, tuple(model.encoder_widths), model.conv.to_dict(), gru,
+                                 float(model.dropout), dtype=DTYPES[config.training.dtype])
     if model.name == "dual_resnet":
         return DualPathwayResNet(num_classes, backbone, float(model.dropout), aux_heads=model.aux_loss_weight > 0)
     return ResNet(num_classes, backbone, float(model.dropout))
 
 
-__all__ = ["DualPathwayResNet", "ResNet", "ResNetBackbone", "build_model"]
+__all__ = ["ConvGRUClassifier", "DualPathwayResNet", "ResNet", "ResNetBackbone", "build_model"]
