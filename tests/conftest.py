@@ -1,4 +1,5 @@
-"""Shared test set-up: 8 host CPU devices for real data-parallel sharding, and shared fixtures."""
+"""Shared test set-up: 8 host CPU devices for real data-parallel sharding, shared fixtures, and readers of
+TensorBoard event files for the loop-level tests."""
 
 import os
 import tempfile
@@ -11,9 +12,30 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettemp
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tfds_data_dir(tmp_path_factory):
     """One TFDS data dir per test session, so the embedded dataset is prepared once."""
     return str(tmp_path_factory.mktemp("tensorflow_datasets"))
+
+
+def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag written to `workdir`'s event files, as (step, value) pairs in step order."""
+    accumulator = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    series = {}
+    for tag in accumulator.Tags()["tensors"]:
+        values = [(event.step, tf.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
+        if all(value.ndim == 0 and value.dtype.kind in "fiu" for _, value in values):
+            series[tag] = [(step, float(value)) for step, value in values]
+    return series
+
+
+def read_texts(workdir: str, tag: str) -> list[str]:
+    """The text summaries written under `tag`."""
+    accumulator = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return [tf.make_ndarray(e.tensor_proto).item().decode() for e in accumulator.Tensors(tag)]

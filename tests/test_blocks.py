@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import vc_resnet
+from visioncore_jax.models import build_model
 from visioncore_jax.models.attention import CBAM, SqueezeExcitation
 from visioncore_jax.models.conv_block import ConvBlock, ResBlock, activation_init
 from visioncore_jax.models.norms import RMSNorm
@@ -147,3 +149,24 @@ def test_convgru_gate_convolutions_and_initialisation():
     np.testing.assert_allclose(w @ w.T, np.eye(8), atol=1e-5)
     with pytest.raises(ValueError, match="residual=True needs input channels"):
         ConvGRU(6, residual=True).init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_residual_block_with_attention_is_the_identity_at_init(attention):
+    block = ResBlock(8, block={"norm": "rms", "activation": "silu"}, attention=attention,
+                     attention_options={"reduction": 4, "scale": 0.5})
+    x = jnp.asarray(RNG.normal(size=(2, 8, 8, 8)), jnp.float32)
+    variables = block.init(jax.random.PRNGKey(0), x, train=False)
+    assert "attention" in variables["params"]
+    y, _ = block.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_array_equal(y, x)
+
+
+def test_vc_resnet_builds_from_its_config():
+    config = vc_resnet.get_config()
+    model = build_model(config, 10)
+    inputs = {"color": jnp.zeros((2, 32, 32, 3)), "brightness": jnp.zeros((2, 32, 32, 1))}
+    variables = model.init(jax.random.PRNGKey(0), inputs, train=False)
+    assert {"stem", "stage0_block0", "stage2_block0", "head"} <= set(variables["params"])
+    assert "attention" in variables["params"]["stage1_block0"]
+    assert model.apply(variables, inputs, train=False)["logits"].shape == (2, 10)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import imbalanced
-from tests.helpers import read_scalars
+from tests.conftest import read_scalars
 from visioncore_jax.data import build_input
 from visioncore_jax.data.embedded import CLASS_NAMES, long_tail_counts
 from visioncore_jax.train import train_and_evaluate

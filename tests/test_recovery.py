@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from tests.helpers import read_scalars, read_texts
+from tests.conftest import read_scalars, read_texts
 from visioncore_jax.data.pipeline import InputPipeline
 from visioncore_jax.optim import build_schedule
 from visioncore_jax.train import train_and_evaluate

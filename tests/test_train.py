@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import test as test_config
-from tests.helpers import read_scalars
+from tests.conftest import read_scalars
 from visioncore_jax.data import build_input, to_global_batch
 from visioncore_jax.models import build_model
 from visioncore_jax.optim import build_optimizer

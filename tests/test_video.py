@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from configs import video_convgru
-from tests.helpers import read_scalars
+from tests.conftest import read_scalars
 from visioncore_jax.data.embedded_clips import CLASS_NAMES, SPEEDS, generate_clips
 from visioncore_jax.data.preprocessing import augment
 from visioncore_jax.train import train_and_evaluate

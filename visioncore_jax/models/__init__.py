@@ -7,9 +7,11 @@ import ml_collections
 
 from visioncore_jax.models.dual_resnet import DualPathwayResNet
 from visioncore_jax.models.resnet import BLOCKS, ResNet, ResNetBackbone
+from visioncore_jax.models.vc_resnet import VisionCoreResNet
 from visioncore_jax.models.video import ConvGRUClassifier
 
-MODELS = {"dual_resnet": DualPathwayResNet, "resnet": ResNet, "conv_gru": ConvGRUClassifier}
+MODELS = {"dual_resnet": DualPathwayResNet, "resnet": ResNet, "conv_gru": ConvGRUClassifier,
+          "vc_resnet": VisionCoreResNet}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -23,6 +25,10 @@ def _validate(model: ml_collections.ConfigDict, dtype: str) -> None:
                              "(see configs/video_convgru.py).")
         if not model.encoder_widths or model.gru.hidden < 1:
             raise ValueError("config.model.encoder_widths must be non-empty and config.model.gru.hidden >= 1.")
+    elif model.name == "vc_resnet":
+        if "vc" not in model:
+            raise ValueError("config.model.name='vc_resnet' needs config.model.vc (channels, strides, "
+                             "blocks_per_stage, conv, attention, attention_options); see configs/vc_resnet.py.")
     elif model.block not in BLOCKS:
         raise ValueError(f"config.model.block={model.block!r} is not one of {sorted(BLOCKS)}.")
     if not model.num_blocks or any(int(n) < 1 for n in model.num_blocks) or len(model.num_blocks) > 4:
@@ -61,9 +67,14 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
         gru["hidden_clamp"] = gru["hidden_clamp"] if gru["hidden_clamp"] > 0 else None  # <= 0: no clamp
         return ConvGRUClassifier(num_classes, tuple(model.encoder_widths), model.conv.to_dict(), gru,
                                  float(model.dropout), dtype=DTYPES[config.training.dtype])
+    if model.name == "vc_resnet":
+        vc = model.vc
+        return VisionCoreResNet(num_classes, tuple(vc.channels), tuple(vc.strides), vc.blocks_per_stage,
+                                vc.conv.to_dict(), vc.attention, vc.attention_options.to_dict(),
+                                float(model.dropout), dtype=DTYPES[config.training.dtype])
     if model.name == "dual_resnet":
         return DualPathwayResNet(num_classes, backbone, float(model.dropout), aux_heads=model.aux_loss_weight > 0)
     return ResNet(num_classes, backbone, float(model.dropout))
 
 
-__all__ = ["ConvGRUClassifier", "DualPathwayResNet", "ResNet", "ResNetBackbone", "build_model"]
+__all__ = ["ConvGRUClassifier", "DualPathwayResNet", "VisionCoreResNet", "ResNet", "ResNetBackbone", "build_model"]

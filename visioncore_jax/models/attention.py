@@ -86,3 +86,6 @@ class CBAM(nn.Module):
         gate = channel_gate * spatial_gate
         self.sow("intermediates", "gate", gate)
         return _blend(x, gate, AttentionScale(self.scale, self.learnable_scale)())
+
+
+ATTENTIONS = {"none": None, "se": SqueezeExcitation, "cbam": CBAM}

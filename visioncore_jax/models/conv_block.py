@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from visioncore_jax.models.attention import ATTENTIONS
 from visioncore_jax.models.norms import make_norm
 
 CONV_TYPES = ("standard", "depthwise", "grouped")
@@ -79,13 +80,15 @@ class ConvBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """`x + main(x)`, main = ConvBlock → ConvBlock without activation whose norm scale starts at 0, so the
-    block is exactly the identity at initialisation (no activation after the sum to undo that). A 1×1
-    projection shortcut is used when the stride or the width changes."""
+    """`x + attention(main(x))`, main = ConvBlock → ConvBlock without activation whose norm scale starts at 0,
+    so the block is exactly the identity at initialisation (no activation after the sum to undo that, and SE /
+    CBAM map 0 to 0). A 1×1 projection shortcut is used when the stride or the width changes."""
 
     features: int
     strides: int = 1
     block: dict = None  # ConvBlock options shared by both convs (conv_type, norm, activation, ...)
+    attention: str = "none"  # 'none' | 'se' | 'cbam' on the residual branch
+    attention_options: dict = None  # reduction, scale, learnable_scale, clamp
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -97,6 +100,10 @@ class ResBlock(nn.Module):
         activation = options.pop("activation", "relu")
         y = ConvBlock(self.features, activation=None, zero_init_norm=True, init_activation=activation,
                       **options)(y, train=train)
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention={self.attention!r} is not one of {sorted(ATTENTIONS)}.")
+        if ATTENTIONS[self.attention] is not None:
+            y = ATTENTIONS[self.attention](**(self.attention_options or {}), name="attention")(y, train=train)
         if self.strides != 1 or x.shape[-1] != self.features:
             x = ConvBlock(self.features, kernel_size=1, strides=self.strides, activation=None,
                           init_activation=activation, name="shortcut",
