@@ -38,7 +38,7 @@ case "${command}" in
     exec python -m pytest -q "$@"
     ;;
   *)
-    sed -n '2,9p' "$0"
+    sed -n '2,10p' "$0"
     exit 2
     ;;
 esac
