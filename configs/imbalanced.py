@@ -7,7 +7,8 @@ TensorBoard show whether rare classes are learned or swallowed by frequent ones.
 Command:
   python main.py --workdir=workdirs/imbalanced --config=configs/imbalanced.py
 
-Expected result (2 CPU cores): see README.md, "Experiments".
+Expected result (2 CPU cores): eval_balanced_accuracy ~0.80 after 12 epochs (0.7995 measured; rare
+classes ~0.57-0.75, frequent ones ~0.9), about 4 minutes.
 """
 
 from configs import default
