@@ -141,94 +141,93 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: _
     )
     state = init()
 
-    manager = checkpointing.create_manager(workdir, training.max_checkpoints_to_keep)
-    state, saved_loop_state = checkpointing.restore_latest(manager, state)
-    loop_state = LoopState.from_json(saved_loop_state) if saved_loop_state else LoopState()
-    start_step = int(jax.device_get(state.step))
+    # The manager is closed (pending saves finished) however the run ends, errors included.
+    with checkpointing.create_manager(workdir, training.max_checkpoints_to_keep) as manager:
+        state, saved_loop_state = checkpointing.restore_latest(manager, state)
+        loop_state = LoopState.from_json(saved_loop_state) if saved_loop_state else LoopState()
+        start_step = int(jax.device_get(state.step))
 
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    if start_step == 0:
-        _write_config_once(config, workdir)
-        parameter_overview.log_parameter_overview(state.params)
-        writer.write_hparams(_flat_hparams(config))
-        # A step-0 checkpoint gives NaN recovery somewhere to roll back to before the first periodic save.
-        checkpointing.save(manager, state, loop_state.to_json())
-    logging.info(
-        "Training %d steps (%d per epoch, global batch %d on %d devices) from step %d.",
-        num_train_steps, steps_per_epoch, training.batch_size, mesh.devices.size, start_step,
-    )
+        writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+        if start_step == 0:
+            _write_config_once(config, workdir)
+            parameter_overview.log_parameter_overview(state.params)
+            writer.write_hparams(_flat_hparams(config))
+            # A step-0 checkpoint gives NaN recovery somewhere to roll back to before the first periodic save.
+            checkpointing.save(manager, state, loop_state.to_json())
+        logging.info(
+            "Training %d steps (%d per epoch, global batch %d on %d devices) from step %d.",
+            num_train_steps, steps_per_epoch, training.batch_size, mesh.devices.size, start_step,
+        )
 
-    train_fn = partitioning.jit_train_step(
-        functools.partial(train_step, learning_rate_fn=learning_rate_fn,
-                          aux_loss_weight=config.model.aux_loss_weight, class_weights=weights),
-        mesh,
-    )
-    eval_fn = partitioning.jit_eval_step(eval_step, mesh)
-    empty_train_metrics = lambda: jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))  # noqa: E731
-    train_metrics = empty_train_metrics()
-    progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer)
+        train_fn = partitioning.jit_train_step(
+            functools.partial(train_step, learning_rate_fn=learning_rate_fn,
+                              aux_loss_weight=config.model.aux_loss_weight, class_weights=weights),
+            mesh,
+        )
+        eval_fn = partitioning.jit_eval_step(eval_step, mesh)
+        empty_train_metrics = lambda: jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))  # noqa: E731
+        train_metrics = empty_train_metrics()
+        progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer)
 
-    def roll_back(step: int, reason: str):
-        """Restores the last checkpoint with one more LR cut; returns (state, loop_state, step, batches)."""
-        manager.wait_until_finished()
-        restored, restored_loop = checkpointing.restore_latest(manager, state)
-        rollbacks = loop_state.rollbacks + 1
-        check_rollback_budget(rollbacks, step, config.nan_recovery)
-        new_loop = dataclasses.replace(LoopState.from_json(restored_loop), rollbacks=rollbacks)
-        restored = restored.replace(lr_scale=jnp.float32(new_loop.lr_scale(config.nan_recovery)))
-        back_to = int(jax.device_get(restored.step))
-        message = (f"NaN recovery: {reason} at step {step}; rolled back to step {back_to} and multiplied the LR "
-                   f"by {config.nan_recovery.lr_factor} (rollback {rollbacks} of at most "
-                   f"{config.nan_recovery.max_rollbacks}).")
-        logging.warning(message)
-        writer.write_texts(step, {"events": message})
-        writer.write_scalars(step, {"train_rollbacks": rollbacks})
-        return restored, new_loop, back_to, pipeline.train_batches(training.batch_size, start_step=back_to)
+        def roll_back(step: int, reason: str):
+            """Restores the last checkpoint with one more LR cut; returns (state, loop_state, step, batches)."""
+            manager.wait_until_finished()
+            restored, restored_loop = checkpointing.restore_latest(manager, state)
+            rollbacks = loop_state.rollbacks + 1
+            check_rollback_budget(rollbacks, step, config.nan_recovery)
+            new_loop = dataclasses.replace(LoopState.from_json(restored_loop), rollbacks=rollbacks)
+            restored = restored.replace(lr_scale=jnp.float32(new_loop.lr_scale(config.nan_recovery)))
+            back_to = int(jax.device_get(restored.step))
+            message = (f"NaN recovery: {reason} at step {step}; rolled back to step {back_to} and multiplied the LR "
+                       f"by {config.nan_recovery.lr_factor} (rollback {rollbacks} of at most "
+                       f"{config.nan_recovery.max_rollbacks}).")
+            logging.warning(message)
+            writer.write_texts(step, {"events": message})
+            writer.write_scalars(step, {"train_rollbacks": rollbacks})
+            return restored, new_loop, back_to, pipeline.train_batches(training.batch_size, start_step=back_to)
 
-    step = start_step
-    batches = pipeline.train_batches(training.batch_size, start_step=step)
-    regularization = None
-    with metric_writers.ensure_flushes(writer):
-        while step < num_train_steps:
-            values = regularization_at(config, step / steps_per_epoch)
-            if regularization is None or values != regularization[0]:
-                regularization = (values, jax.device_put(
-                    {k: jnp.float32(v) for k, v in values.items()}, partitioning.replicated(mesh)))
-            with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
-                state, train_metrics = train_fn(state, train_metrics, to_global_batch(next(batches), mesh),
-                                                regularization[1])
-            step += 1
-            progress(step)
-            is_last = step == num_train_steps
-            if step % training.log_every_steps == 0 or is_last:
-                scalars = prefixed(train_metrics.compute(), "train")
-                writer.write_scalars(step, scalars)
-                train_metrics = empty_train_metrics()
-                if needs_rollback(int(scalars["train_skip_run"]), None, config.nan_recovery):
-                    reason = f"{int(scalars['train_skip_run'])} consecutive non-finite steps"
-                    state, loop_state, step, batches = roll_back(step, reason)
-                    continue
-            if step % eval_every_steps == 0 or is_last:
-                with progress.timed("eval"):
-                    eval_scalars = evaluate(state, pipeline, eval_fn, training.eval_batch_size, mesh)
-                writer.write_scalars(step, eval_scalars)
-                logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in eval_scalars.items() if "/" not in k})
-                if needs_rollback(0, eval_scalars["eval_loss"], config.nan_recovery):
-                    state, loop_state, step, batches = roll_back(step, "non-finite eval loss")
-                    continue
-                loop_state = after_eval(loop_state, eval_scalars, config)
-                state = state.replace(lr_scale=jnp.float32(loop_state.lr_scale(config.nan_recovery)))
-                checkpointing.save(manager, state, loop_state.to_json(), eval_scalars)
-                if config.early_stopping.enabled and loop_state.early_stopping.should_stop(
-                        config.early_stopping.patience):
-                    logging.warning("Early stopping at step %d: %s has not improved for %d evals.", step,
-                                    config.early_stopping.metric, loop_state.early_stopping.bad_evals)
+        step = start_step
+        batches = pipeline.train_batches(training.batch_size, start_step=step)
+        regularization = None
+        with metric_writers.ensure_flushes(writer):
+            while step < num_train_steps:
+                values = regularization_at(config, step / steps_per_epoch)
+                if regularization is None or values != regularization[0]:
+                    regularization = (values, jax.device_put(
+                        {k: jnp.float32(v) for k, v in values.items()}, partitioning.replicated(mesh)))
+                with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
+                    state, train_metrics = train_fn(state, train_metrics, to_global_batch(next(batches), mesh),
+                                                    regularization[1])
+                step += 1
+                progress(step)
+                is_last = step == num_train_steps
+                if step % training.log_every_steps == 0 or is_last:
+                    scalars = prefixed(train_metrics.compute(), "train")
+                    writer.write_scalars(step, scalars)
+                    train_metrics = empty_train_metrics()
+                    if needs_rollback(int(scalars["train_skip_run"]), None, config.nan_recovery):
+                        reason = f"{int(scalars['train_skip_run'])} consecutive non-finite steps"
+                        state, loop_state, step, batches = roll_back(step, reason)
+                        continue
+                if step % eval_every_steps == 0 or is_last:
+                    with progress.timed("eval"):
+                        eval_scalars = evaluate(state, pipeline, eval_fn, training.eval_batch_size, mesh)
+                    writer.write_scalars(step, eval_scalars)
+                    logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in eval_scalars.items() if "/" not in k})
+                    if needs_rollback(0, eval_scalars["eval_loss"], config.nan_recovery):
+                        state, loop_state, step, batches = roll_back(step, "non-finite eval loss")
+                        continue
+                    loop_state = after_eval(loop_state, eval_scalars, config)
+                    state = state.replace(lr_scale=jnp.float32(loop_state.lr_scale(config.nan_recovery)))
+                    checkpointing.save(manager, state, loop_state.to_json(), eval_scalars)
+                    if config.early_stopping.enabled and loop_state.early_stopping.should_stop(
+                            config.early_stopping.patience):
+                        logging.warning("Early stopping at step %d: %s has not improved for %d evals.", step,
+                                        config.early_stopping.metric, loop_state.early_stopping.bad_evals)
+                        break
+                elif step % training.checkpoint_every_steps == 0 or stop.requested:
+                    checkpointing.save(manager, state, loop_state.to_json())
+                if stop.requested:
+                    logging.warning("Stopped at step %d on SIGTERM; rerun the same command to resume.", step)
                     break
-            elif step % training.checkpoint_every_steps == 0 or stop.requested:
-                checkpointing.save(manager, state, loop_state.to_json())
-            if stop.requested:
-                logging.warning("Stopped at step %d on SIGTERM; rerun the same command to resume.", step)
-                break
-    manager.wait_until_finished()
-    manager.close()
     return state
