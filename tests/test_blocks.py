@@ -10,8 +10,10 @@ from configs import vc_resnet
 from visioncore_jax.models import build_model
 from visioncore_jax.models.attention import CBAM, SqueezeExcitation
 from visioncore_jax.models.conv_block import ConvBlock, ResBlock, activation_init
+from visioncore_jax.models.modulation import BehaviorModulatedConvGRU
 from visioncore_jax.models.norms import RMSNorm
 from visioncore_jax.models.recurrent import ConvGRU, ConvGRUCell, GateConv
+from visioncore_jax.models.unet import UNet
 
 RNG = np.random.default_rng(0)
 
@@ -170,3 +172,35 @@ def test_vc_resnet_builds_from_its_config():
     assert {"stem", "stage0_block0", "stage2_block0", "head"} <= set(variables["params"])
     assert "attention" in variables["params"]["stage1_block0"]
     assert model.apply(variables, inputs, train=False)["logits"].shape == (2, 10)
+
+
+def test_behavior_modulation_appends_an_embedded_behavior_to_the_gru_input():
+    features = jnp.asarray(RNG.normal(size=(2, 4, 5, 5, 6)), jnp.float32)
+    behavior = jnp.asarray(RNG.normal(size=(2, 42)), jnp.float32)
+    module = BehaviorModulatedConvGRU(embed_dim=8, gru={"hidden": 6})
+    variables = module.init(jax.random.PRNGKey(0), features, behavior)
+    params = variables["params"]
+    assert params["behavior_embedding"]["kernel"].shape == (42, 8)
+    assert params["gru"]["input"]["Conv_0"]["kernel"].shape == (3, 3, 6 + 8, 18)
+    out = module.apply(variables, features, behavior)
+    # Equal to the ConvGRU run on the features with the embedding concatenated by hand.
+    embedded = behavior @ params["behavior_embedding"]["kernel"] + params["behavior_embedding"]["bias"]
+    tiled = jnp.broadcast_to(embedded[:, None, None, None, :], (2, 4, 5, 5, 8))
+    expected = ConvGRU(6).apply({"params": params["gru"]}, jnp.concatenate([features, tiled], -1))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(module.apply(variables, features, behavior * 0), out)
+    with pytest.raises(ValueError, match="does not match features"):
+        module.apply(variables, features, jnp.zeros((2, 3, 42)))
+
+
+def test_unet_segments_with_attention_in_the_encoder():
+    model = UNet(num_classes=3, widths=(8, 16, 32), conv={"norm": "batch"}, attention="cbam",
+                 attention_options={"reduction": 4})
+    inputs = {"color": jnp.asarray(RNG.normal(size=(2, 16, 16, 3)), jnp.float32)}
+    variables = model.init(jax.random.PRNGKey(0), inputs, train=False)
+    assert all("attention" in variables["params"][f"encoder{i}"] for i in range(3))
+    assert "attention" not in variables["params"]["decoder0"]
+    outputs, _ = model.apply(variables, inputs, train=True, mutable=["batch_stats", "intermediates"])
+    assert outputs["logits"].shape == (2, 16, 16, 3) and outputs["logits"].dtype == jnp.float32
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model.init(jax.random.PRNGKey(0), {"color": jnp.zeros((1, 18, 18, 3))}, train=False)
