@@ -138,9 +138,23 @@ def get_config() -> ml_collections.ConfigDict:
     # Per-class loss weights from the training label histogram: 'none' | 'cube_root_inverse' (clipped to range).
     config.training.class_weighting = 'none'
     config.training.class_weight_range = (0.7, 1.3)
+    config.training.dice_weight = 1.0  # segmentation: loss = pixel cross-entropy + dice_weight * soft Dice
     config.training.dtype = 'float32'  # 'float32' | 'bfloat16' (compute; params stay float32)
     config.training.log_every_steps = 50
     config.training.eval_every_epochs = 1.0
     config.training.checkpoint_every_steps = 200
     config.training.max_checkpoints_to_keep = 3
+
+    # ---- Diagnostics: see visioncore_jax/diagnostics and docs/diagnostics.md. ----
+    config.diagnostics = ml_collections.ConfigDict()
+    # In-step statistics (per-module norms, activations, gates), records under workdir/diagnostics/, and the
+    # analyzer's findings and report at the end. False turns all of it off (for overhead comparisons).
+    config.diagnostics.enabled = True
+    # Preflight: steps of the one-batch overfitting check, and the LR range test's sweep.
+    config.diagnostics.overfit_steps = 60
+    config.diagnostics.lr_find_steps = 100
+    config.diagnostics.lr_find_min = 1e-6
+    config.diagnostics.lr_find_max = 10.0
+    # Run the preflight checks (python main.py --mode=preflight) before training; a FAIL stops the run.
+    config.preflight = False
     return config

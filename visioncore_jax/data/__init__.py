@@ -6,17 +6,28 @@ import ml_collections
 from visioncore_jax.data.embedded import EmbeddedShapes, generate_examples
 from visioncore_jax.data.pipeline import InputPipeline
 from visioncore_jax.data.sharding import to_global_batch
+from visioncore_jax.data.embedded_masks import CLASS_NAMES as MASK_CLASS_NAMES
 from visioncore_jax.data.sources import (
     DatasetInfo,
+    DatasetSpec,
     DatasetUnavailableError,
     dataset_info,
     image_folder_builder,
     tfds_builder,
 )
 
-# Name → TFDS builder name; `image_folder` reads config.data.image_folder instead.
-DATASETS = {"embedded_shapes": "embedded_shapes/balanced", "embedded_shapes_longtail": "embedded_shapes/longtail",
-            "embedded_clips": "embedded_clips", "cifar10": "cifar10", "cifar100": "cifar100", "image_folder": None}
+# Name → how to read it; `image_folder` reads config.data.image_folder instead of a TFDS name.
+DATASETS = {
+    "embedded_shapes": DatasetSpec("embedded_shapes/balanced"),
+    "embedded_shapes_longtail": DatasetSpec("embedded_shapes/longtail"),
+    "embedded_clips": DatasetSpec("embedded_clips"),
+    "embedded_masks": DatasetSpec("embedded_masks", "segmentation", "segmentation_mask", MASK_CLASS_NAMES),
+    "oxford_iiit_pet": DatasetSpec("oxford_iiit_pet", "segmentation", "segmentation_mask",
+                                   ("pet", "background", "border"), label_offset=-1),
+    "cifar10": DatasetSpec("cifar10"),
+    "cifar100": DatasetSpec("cifar100"),
+    "image_folder": DatasetSpec(None),
+}
 
 
 def _validate(data: ml_collections.ConfigDict) -> None:
@@ -41,13 +52,14 @@ def build_input(config: ml_collections.ConfigDict, *, process_index: int | None 
     """Builds this process's input pipeline for `config.data` (preparing the dataset on first use)."""
     data = config.data
     _validate(data)
+    spec = DATASETS[data.name]
     if data.name == "image_folder":
         builder = image_folder_builder(data.image_folder)
     else:
-        builder = tfds_builder(DATASETS[data.name], data.data_dir)
-    info = dataset_info(builder, data.train_split, data.eval_split, data.image_size)
+        builder = tfds_builder(spec.tfds_name, data.data_dir)
+    info = dataset_info(builder, data.train_split, data.eval_split, data.image_size, spec)
     return InputPipeline(
-        builder, info, train_split=data.train_split, eval_split=data.eval_split, seed=config.seed,
+        builder, info, spec, train_split=data.train_split, eval_split=data.eval_split, seed=config.seed,
         crop_padding=data.crop_padding, random_flip=data.random_flip, shuffle_buffer=data.shuffle_buffer,
         mean=tuple(data.mean), std=tuple(data.std),
         process_index=jax.process_index() if process_index is None else process_index,
@@ -55,5 +67,5 @@ def build_input(config: ml_collections.ConfigDict, *, process_index: int | None 
     )
 
 
-__all__ = ["DATASETS", "DatasetInfo", "DatasetUnavailableError", "EmbeddedShapes", "InputPipeline", "build_input",
+__all__ = ["DATASETS", "DatasetInfo", "DatasetSpec", "DatasetUnavailableError", "EmbeddedShapes", "InputPipeline", "build_input",
            "generate_examples", "to_global_batch"]

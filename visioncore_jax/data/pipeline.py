@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from visioncore_jax.data.preprocessing import augment, pathway_inputs
-from visioncore_jax.data.sources import DatasetInfo, channel_statistics
+from visioncore_jax.data.sources import DatasetInfo, DatasetSpec, channel_statistics
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -28,10 +28,11 @@ class InputPipeline:
     therefore yields exactly the batches an uninterrupted run would have seen from step `s` on.
     """
 
-    def __init__(self, builder: tfds.core.DatasetBuilder, info: DatasetInfo, *, train_split: str,
+    def __init__(self, builder: tfds.core.DatasetBuilder, info: DatasetInfo, spec: DatasetSpec, *, train_split: str,
                  eval_split: str, seed: int, crop_padding: int, random_flip: bool, shuffle_buffer: int,
                  mean=(), std=(), process_index: int = 0, process_count: int = 1):
         self.info = info
+        self._spec = spec
         self._seed = seed
         self._crop_padding = crop_padding
         self._random_flip = random_flip
@@ -50,21 +51,29 @@ class InputPipeline:
         self._std = tuple(std) if std else tuple(measured_std)
 
     def _decoded(self, builder, split: str) -> tf.data.Dataset:
-        """(image float32 [(T,) H, W, 3] in [0, 1], label) pairs in the split's stored order, resized if needed."""
+        """(image float32 [(T,) H, W, 3] in [0, 1], label) pairs in the split's stored order, resized if needed.
+        The label is a class index, or for segmentation a 0-based mask [H, W] resized by nearest neighbour."""
         height, width, _ = self.info.image_shape[-3:]
+        spec = self._spec
 
         def decode(example):
             image = tf.image.convert_image_dtype(example["image"], tf.float32)
+            label = tf.cast(example[spec.label_key], tf.int32) + spec.label_offset
             if image.shape[-3:-1] != (height, width):
                 image = tf.image.resize(image, (height, width), antialias=True)
                 image.set_shape(self.info.image_shape)
-            return image, tf.cast(example["label"], tf.int32)
+            if spec.task == "segmentation":
+                label = tf.image.resize(label, (height, width), method="nearest")[..., 0]
+                label.set_shape((height, width))
+            return image, label
 
         dataset = builder.as_dataset(split=split, shuffle_files=False)
         return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def _features(self, image, label, seed=None) -> dict:
-        if seed is not None:
+        if seed is not None and self._spec.task == "segmentation":
+            image, label = augment(image, seed, self._crop_padding, self._random_flip, mask=label)
+        elif seed is not None:
             image = augment(image, seed, self._crop_padding, self._random_flip)
         return {**pathway_inputs(image, self._mean, self._std, self._luma_mean, self._luma_std), "label": label}
 

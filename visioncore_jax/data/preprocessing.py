@@ -15,9 +15,15 @@ def luma(rgb: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(rgb * tf.constant(LUMA_WEIGHTS, rgb.dtype), axis=-1, keepdims=True)
 
 
-def augment(rgb: tf.Tensor, seed: tf.Tensor, crop_padding: int, random_flip: bool) -> tf.Tensor:
+def augment(rgb: tf.Tensor, seed: tf.Tensor, crop_padding: int, random_flip: bool,
+            mask: tf.Tensor | None = None) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """Random crop after zero padding, then random horizontal flip, of one RGB image [H, W, 3] or clip
-    [T, H, W, 3] in [0, 1]; every frame of a clip gets the same crop and flip."""
+    [T, H, W, 3] in [0, 1]; every frame of a clip gets the same crop and flip. With a segmentation `mask`
+    [H, W] (int32), returns `(rgb, mask)` with the mask cropped and flipped exactly as the image (padding is
+    class 0)."""
+    if mask is not None:
+        stacked = augment(tf.concat([rgb, tf.cast(mask[..., None], rgb.dtype)], -1), seed, crop_padding, random_flip)
+        return stacked[..., :3], tf.cast(tf.round(stacked[..., 3]), tf.int32)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if crop_padding > 0:
         padding = [[0, 0]] * (rgb.shape.rank - 3) + [[crop_padding, crop_padding]] * 2 + [[0, 0]]

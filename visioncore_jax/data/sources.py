@@ -7,10 +7,23 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from visioncore_jax.data import embedded, embedded_clips  # noqa: F401  (registers the embedded builders with TFDS)
+from visioncore_jax.data import embedded, embedded_clips, embedded_masks  # noqa: F401  (registers the builders)
 from visioncore_jax.data.preprocessing import LUMA_WEIGHTS
 
 STATISTICS_SAMPLE = 10_000  # training images used to measure normalization statistics
+TASKS = ("classification", "segmentation")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """How to read one dataset: its TFDS name, task, label feature and, for masks, the class names and the
+    offset that makes mask values 0-based (oxford_iiit_pet's trimap stores 1, 2, 3)."""
+
+    tfds_name: str | None
+    task: str = "classification"
+    label_key: str = "label"
+    class_names: tuple[str, ...] = ()
+    label_offset: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,11 +31,12 @@ class DatasetInfo:
     """What the rest of the framework needs to know about a dataset."""
 
     num_classes: int
+    task: str  # 'classification' (one label per example) | 'segmentation' (a label per pixel)
     num_train_examples: int
     num_eval_examples: int
     image_shape: tuple[int, ...]  # [H, W, 3] for images, [T, H, W, 3] for clips
     class_names: tuple[str, ...]
-    train_label_counts: tuple[int, ...]  # examples per class in the whole training split
+    train_label_counts: tuple[int, ...]  # examples (segmentation: pixels) per class in the training split
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -49,7 +63,7 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
         try:
             builder.download_and_prepare()
         except Exception as error:  # TFDS raises many types offline (DownloadError, ConnectionError, OSError …)
-            if name.startswith("embedded_shapes"):
+            if name.startswith("embedded_"):  # procedural: a failure here is a bug, not the network
                 raise
             raise DatasetUnavailableError(_offline_message(name, data_dir, error)) from error
     return builder
@@ -77,32 +91,48 @@ def _num_examples(builder: tfds.core.DatasetBuilder, key: str, split: str) -> in
     return int(dataset.reduce(0, lambda count, _: count + 1))
 
 
-def label_counts(builder: tfds.core.DatasetBuilder, split: str, num_classes: int) -> np.ndarray:
-    """Examples per class in `split` (images are not decoded). Raises a ValueError naming the offending labels
-    when some fall outside [0, num_classes)."""
+def label_counts(builder: tfds.core.DatasetBuilder, split: str, num_classes: int,
+                 spec: DatasetSpec = DatasetSpec(None)) -> np.ndarray:
+    """Examples (per-pixel labels for masks) per class in `split`; images are not decoded. Raises a ValueError
+    naming the offending labels when some fall outside [0, num_classes)."""
     dataset = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-    labels = np.concatenate([batch["label"] for batch in tfds.as_numpy(dataset.batch(10_000))])
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if bad.size:
-        raise ValueError(f"{bad.size} labels of split {split!r} are outside [0, {num_classes}) (e.g. "
-                         f"{sorted(set(bad.tolist()))[:5]}); labels must be 0-based class indices.")
-    return np.bincount(labels, minlength=num_classes)
+
+    def count(example):
+        labels = tf.reshape(tf.cast(example[spec.label_key], tf.int64), [-1]) + spec.label_offset
+        bad = (labels < 0) | (labels >= num_classes)
+        counts = tf.math.bincount(tf.boolean_mask(labels, ~bad), minlength=num_classes, maxlength=num_classes,
+                                  dtype=tf.int64)
+        first_bad = tf.cond(tf.reduce_any(bad), lambda: tf.boolean_mask(labels, bad)[0], lambda: tf.constant(0, tf.int64))
+        return counts, tf.reduce_sum(tf.cast(bad, tf.int64)), first_bad
+
+    counts, num_bad, bad_values = np.zeros(num_classes, np.int64), 0, set()
+    for batch_counts, batch_bad, batch_first in tfds.as_numpy(dataset.map(count, num_parallel_calls=tf.data.AUTOTUNE)
+                                                             .batch(10_000)):
+        counts += batch_counts.sum(0)
+        num_bad += int(batch_bad.sum())
+        bad_values.update(batch_first[batch_bad > 0].tolist())
+    if num_bad:
+        raise ValueError(f"{num_bad} labels of split {split!r} are outside [0, {num_classes}) (e.g. "
+                         f"{sorted(bad_values)[:5]}); labels must be 0-based class indices.")
+    return counts
 
 
-def dataset_info(builder: tfds.core.DatasetBuilder, train_split: str, eval_split: str,
-                 image_size: int) -> DatasetInfo:
+def dataset_info(builder: tfds.core.DatasetBuilder, train_split: str, eval_split: str, image_size: int,
+                 spec: DatasetSpec = DatasetSpec(None)) -> DatasetInfo:
     """Reads class names, split sizes and the training label histogram; raises a ValueError for unknown split
     names and out-of-range labels. Images (or clip frames) are resized to `image_size` x `image_size`."""
-    label = builder.info.features["label"]
+    class_names = spec.class_names or tuple(builder.info.features[spec.label_key].names)
     image_shape = (*builder.info.features["image"].shape[:-3], image_size, image_size, 3)
     num_train = _num_examples(builder, "train_split", train_split)
+    counts = label_counts(builder, train_split, len(class_names), spec)
     return DatasetInfo(
-        num_classes=label.num_classes,
+        num_classes=len(class_names),
+        task=spec.task,
         num_train_examples=num_train,
         num_eval_examples=_num_examples(builder, "eval_split", eval_split),
         image_shape=image_shape,
-        class_names=tuple(label.names),
-        train_label_counts=tuple(int(c) for c in label_counts(builder, train_split, label.num_classes)),
+        class_names=class_names,
+        train_label_counts=tuple(int(c) for c in counts),
     )
 
 

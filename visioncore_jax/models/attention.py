@@ -2,12 +2,14 @@
 
 With attention in (0, 1) the output stays within `x ± scale·|x|`: at scale 0 the module is the identity, so it
 can be dropped into a trained network without disturbing it. Logits are clamped before the sigmoid so the gates
-cannot saturate into vanishing gradients; the gate values are sown under `intermediates/gate` for diagnostics.
+cannot saturate into vanishing gradients; the gate values are sown under `intermediates/gate`, their statistics under `diagnostics`.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from visioncore_jax.models.layers import sow_gate_stats
 
 
 def hidden_width(channels: int, reduction: int) -> int:
@@ -51,6 +53,7 @@ class SqueezeExcitation(nn.Module):
         y = norm()(nn.Dense(channels)(y))
         gate = nn.sigmoid(jnp.clip(y, -self.clamp, self.clamp))[:, None, None, :]
         self.sow("intermediates", "gate", gate)
+        sow_gate_stats(self, gate)
         return _blend(x, gate, AttentionScale(self.scale, self.learnable_scale)())
 
 
@@ -85,6 +88,7 @@ class CBAM(nn.Module):
         spatial_gate = nn.sigmoid(jnp.clip(spatial, -self.clamp, self.clamp))
         gate = channel_gate * spatial_gate
         self.sow("intermediates", "gate", gate)
+        sow_gate_stats(self, gate)
         return _blend(x, gate, AttentionScale(self.scale, self.learnable_scale)())
 
 

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from visioncore_jax.models.attention import ATTENTIONS
+from visioncore_jax.models.layers import sow_activation_stats
 from visioncore_jax.models.norms import make_norm
 
 CONV_TYPES = ("standard", "depthwise", "grouped")
@@ -76,7 +77,10 @@ class ConvBlock(nn.Module):
                          dtype=self.dtype)
         if norm is not None:
             x = norm(x)
-        return ACTIVATIONS[self.activation](x) if self.activation else x
+        if self.activation:
+            x = ACTIVATIONS[self.activation](x)
+            sow_activation_stats(self, x)
+        return x
 
 
 class ResBlock(nn.Module):

@@ -24,3 +24,28 @@ class Dropout(nn.Module):
         keep_prob = 1.0 - jnp.asarray(rate, jnp.float32)
         keep = jax.random.uniform(self.make_rng("dropout"), x.shape) < keep_prob
         return jnp.where(keep, x / jnp.maximum(keep_prob, 1e-6).astype(x.dtype), jnp.zeros_like(x))
+
+
+# Collection of the per-block statistics the train step records when diagnostics are on. Sowing is a no-op
+# (nothing computed) unless the caller makes this collection mutable.
+DIAGNOSTICS = "diagnostics"
+ACTIVATION_STATS, GATE_STATS = "activation_stats", "gate_stats"
+SATURATION_MARGIN = 0.01  # a sigmoid gate below 0.01 or above 0.99 (tanh beyond ±0.98) is saturated
+
+
+def sow_activation_stats(module: nn.Module, x: jax.Array, prefix: str = "") -> None:
+    """Sows the mean, standard deviation and fraction of exact zeros (dead ReLU outputs) of `x`."""
+    if module.is_mutable_collection(DIAGNOSTICS):
+        x = x.astype(jnp.float32)
+        stats = {"mean": x.mean(), "std": x.std(), "zero_fraction": jnp.mean(x == 0)}
+        module.sow(DIAGNOSTICS, prefix + ACTIVATION_STATS, stats)
+
+
+def sow_gate_stats(module: nn.Module, gate: jax.Array, kind: str = "sigmoid", prefix: str = "") -> None:
+    """Sows the mean of a sigmoid (values in [0, 1]) or tanh gate and the fraction of its entries saturated."""
+    if module.is_mutable_collection(DIAGNOSTICS):
+        gate = gate.astype(jnp.float32)
+        distance = 1.0 - jnp.abs(gate) if kind == "tanh" else jnp.minimum(gate, 1.0 - gate)
+        margin = 2 * SATURATION_MARGIN if kind == "tanh" else SATURATION_MARGIN
+        stats = {"mean": gate.mean(), "saturated_fraction": jnp.mean(distance < margin)}
+        module.sow(DIAGNOSTICS, prefix + GATE_STATS, stats)

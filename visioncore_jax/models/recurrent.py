@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from visioncore_jax.models.conv_block import CONV_TYPES
+from visioncore_jax.models.layers import DIAGNOSTICS, sow_gate_stats
 
 # torch's default conv init, kaiming_uniform(a=√5): variance 1/3 over fan-in, uniform.
 input_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -69,6 +70,9 @@ class ConvGRUCell(nn.Module):
         z = nn.sigmoid(xz + hz)
         r = nn.sigmoid(xr + hr)
         n = jnp.tanh(xn + r * hn)
+        sow_gate_stats(self, z, prefix="update_")
+        sow_gate_stats(self, r, prefix="reset_")
+        sow_gate_stats(self, n, kind="tanh", prefix="candidate_")
         h = (1.0 - z) * n + z * h
         if self.hidden_clamp is not None:
             h = jnp.clip(h, -self.hidden_clamp, self.hidden_clamp)
@@ -106,8 +110,9 @@ class ConvGRU(nn.Module):
         h0 = (self.param("h0", nn.initializers.zeros, (self.hidden,)) if self.learnable_h0
               else jnp.zeros((self.hidden,), x.dtype))
         h0 = jnp.broadcast_to(h0, (batch, height, width, self.hidden)).astype(x_proj.dtype)
-        scan = nn.scan(ConvGRUCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1,
-                       out_axes=1)
+        # Gate statistics sown at each time step are stacked along a leading time axis.
+        scan = nn.scan(ConvGRUCell, variable_broadcast="params", variable_axes={DIAGNOSTICS: 0},
+                       split_rngs={"params": False}, in_axes=1, out_axes=1)
         h_last, sequence = scan(self.hidden, self.kernel_size, self.conv_type, self.groups, self.recurrent_norm,
                                 self.hidden_clamp, name="cell")(h0, x_proj)
         if self.residual:

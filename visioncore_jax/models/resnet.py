@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from visioncore_jax.models.layers import Dropout, kaiming_fan_out
+from visioncore_jax.models.layers import Dropout, kaiming_fan_out, sow_activation_stats
 
 STAGE_STRIDES = (1, 2, 2, 2)
 
@@ -32,7 +32,9 @@ class BasicBlock(nn.Module):
         """Applies the block to NHWC `x`."""
         y = nn.relu(self.norm()(self.conv(self.planes, (3, 3), self.strides)(x)))
         y = self.norm()(self.conv(self.planes, (3, 3))(y))
-        return nn.relu(y + shortcut(x, self.planes * self.expansion, self.strides, self.conv, self.norm))
+        y = nn.relu(y + shortcut(x, self.planes * self.expansion, self.strides, self.conv, self.norm))
+        sow_activation_stats(self, y)
+        return y
 
 
 class Bottleneck(nn.Module):
@@ -50,7 +52,9 @@ class Bottleneck(nn.Module):
         y = nn.relu(self.norm()(self.conv(self.planes, (1, 1))(x)))
         y = nn.relu(self.norm()(self.conv(self.planes, (3, 3), self.strides)(y)))
         y = self.norm()(self.conv(self.planes * self.expansion, (1, 1))(y))
-        return nn.relu(y + shortcut(x, self.planes * self.expansion, self.strides, self.conv, self.norm))
+        y = nn.relu(y + shortcut(x, self.planes * self.expansion, self.strides, self.conv, self.norm))
+        sow_activation_stats(self, y)
+        return y
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -84,6 +88,7 @@ class ResNetBackbone(nn.Module):
                                  epsilon=1e-5, dtype=self.dtype)
         width = self.width // 2 if self.reduce_architecture else self.width
         x = nn.relu(norm(name="stem_bn")(conv(width, (3, 3), name="stem_conv")(x.astype(self.dtype))))
+        sow_activation_stats(self, x, prefix="stem_")
         if not self.reduce_architecture:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         block_cls = BLOCKS[self.block]

@@ -12,7 +12,10 @@ from visioncore_jax.optim.stability import (
     plateau_update,
 )
 
-EVAL_METRICS = ("eval_accuracy", "eval_balanced_accuracy", "eval_loss")
+# Metrics the plateau and early-stopping controls can watch: eval scalars, or the mean training loss of the
+# last log window before the eval (noisy: for a loss without an eval split worth the name).
+CONTROL_METRICS = ("eval_accuracy", "eval_balanced_accuracy", "eval_loss", "eval_mean_dice", "eval_mean_iou",
+                   "train_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +43,8 @@ class LoopState:
 def validate_controls(config: ml_collections.ConfigDict) -> None:
     """Raises a ValueError naming the key for invalid plateau / early stopping / NaN recovery settings."""
     for block in ("plateau", "early_stopping"):
-        if config[block].metric not in EVAL_METRICS:
-            raise ValueError(f"config.{block}.metric={config[block].metric!r} is not one of {list(EVAL_METRICS)}.")
+        if config[block].metric not in CONTROL_METRICS:
+            raise ValueError(f"config.{block}.metric={config[block].metric!r} is not one of {list(CONTROL_METRICS)}.")
         metric_mode(config[block].metric, config[block].mode)
         if config[block].patience < 0:
             raise ValueError(f"config.{block}.patience={config[block].patience} must be >= 0.")
@@ -54,7 +57,12 @@ def validate_controls(config: ml_collections.ConfigDict) -> None:
 
 
 def after_eval(loop_state: LoopState, eval_scalars: dict, config: ml_collections.ConfigDict) -> LoopState:
-    """Feeds one evaluation to the enabled plateau and early-stopping controls."""
+    """Feeds one evaluation to the enabled plateau and early-stopping controls. A segmentation-only metric
+    asked of a classification run is an error naming the metric."""
+    for block in ("plateau", "early_stopping"):
+        if config[block].enabled and config[block].metric not in eval_scalars:
+            raise ValueError(f"config.{block}.metric={config[block].metric!r} is not measured by this run "
+                             f"(available: {sorted(k for k in eval_scalars if '/' not in k)}).")
     plateau, early_stopping = loop_state.plateau, loop_state.early_stopping
     if config.plateau.enabled:
         plateau = plateau_update(plateau, eval_scalars[config.plateau.metric], config.plateau)

@@ -1,17 +1,17 @@
 """`train_and_evaluate(config, workdir)`: the training loop that ties builders, steps, writers and checkpoints.
 
-Config flows one way: config → `build_input` / `build_model` / `build_optimizer` → pure jitted steps → metric
-writers and checkpoints. Re-running the same command in the same workdir resumes exactly where it stopped.
+Config flows one way: config → `build_experiment` (input, model, task, optimizer) → pure jitted steps → metric
+writers, diagnostics records and checkpoints. Re-running the same command in the same workdir resumes exactly
+where it stopped.
 """
 
 import dataclasses
-import functools
 import logging
-import math
 import os
 import signal
 import threading
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -19,31 +19,17 @@ import numpy as np
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import traverse_util
 
-from visioncore_jax.data import build_input, to_global_batch
-from visioncore_jax.models import build_model
-from visioncore_jax.optim import build_optimizer
+from visioncore_jax.data import InputPipeline, to_global_batch
+from visioncore_jax.diagnostics import records as diagnostics_records
+from visioncore_jax.diagnostics.statistics import forward_order, module_names
+from visioncore_jax.optim import optimizer_metrics
 from visioncore_jax.optim.stability import check_rollback_budget, needs_rollback, regularization_at
 from visioncore_jax.train import checkpointing, partitioning
-from visioncore_jax.train.controls import LoopState, after_eval, validate_controls
-from visioncore_jax.train.losses import class_weights
-from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, confusion_summary, prefixed
-from visioncore_jax.train.state import TrainState, create_train_state
-from visioncore_jax.train.steps import eval_step, train_step
-from visioncore_jax.train.validation import validate_training
-
-
-def resolve_num_train_steps(training: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-    """Total optimizer steps from exactly one of `num_epochs` / `num_train_steps` (the other must be <= 0)."""
-    by_epochs, by_steps = training.num_epochs > 0, training.num_train_steps > 0
-    if by_epochs == by_steps:
-        raise ValueError(
-            "Set exactly one of config.training.num_epochs and config.training.num_train_steps to a positive "
-            f"value (got num_epochs={training.num_epochs}, num_train_steps={training.num_train_steps}); "
-            "disable the other with -1."
-        )
-    if by_steps:
-        return int(training.num_train_steps)
-    return max(1, math.ceil(training.num_epochs * steps_per_epoch))
+from visioncore_jax.train.controls import LoopState, after_eval
+from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps, step_options
+from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, prefixed
+from visioncore_jax.train.state import TrainState
+from visioncore_jax.train.steps import empty_statistics
 
 
 class _StopRequest:
@@ -75,159 +61,267 @@ def _write_config_once(config: ml_collections.ConfigDict, workdir: str) -> None:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def _example_inputs(image_shape: tuple[int, ...]) -> dict:
-    """Zero inputs of one example (color and its brightness), for model initialisation."""
-    return {"color": jnp.zeros((1, *image_shape[:-1], 3)), "brightness": jnp.zeros((1, *image_shape[:-1], 1))}
-
-
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
     """The config as flat `a.b` keys with scalar values, as TensorBoard's hparams plugin needs."""
     flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
 
 
-def evaluate(state: TrainState, pipeline, eval_fn, batch_size: int, mesh) -> dict:
-    """One pass over the eval split; returns `eval_loss`, `eval_accuracy` and the confusion-matrix summary
-    (balanced accuracy, largest predicted share, per-class accuracy and predicted share) as floats."""
-    info = pipeline.info
+def evaluate(state: TrainState, experiment: Experiment, eval_fn) -> tuple[dict, np.ndarray]:
+    """One pass over the eval split; returns the eval scalars (`eval_loss`, `eval_accuracy` and the task's
+    confusion-matrix summary) and the [true, predicted] confusion counts."""
+    info, mesh = experiment.info, experiment.mesh
     metrics = jax.device_put(EvalMetrics.zeros(info.num_classes), partitioning.replicated(mesh))
-    for batch in pipeline.eval_batches(batch_size):
+    for batch in experiment.pipeline.eval_batches(experiment.config.training.eval_batch_size):
         metrics = eval_fn(state, metrics, to_global_batch(batch, mesh))
     computed = jax.device_get(metrics.compute())
-    return prefixed(computed, "eval") | confusion_summary(computed["confusion"], info.class_names)
+    confusion = computed["confusion"]
+    return prefixed(computed, "eval") | experiment.task.summary(confusion, info.class_names), confusion
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains and evaluates the configured model, writing TensorBoard events and checkpoints to `workdir`.
+class _Diagnostics:
+    """The loop's diagnostics: the on-device aggregate of the in-step statistics, and the records written
+    at each evaluation (TensorBoard scalars and histograms, `workdir/diagnostics/*.jsonl`)."""
 
-    Returns the final train state. Interrupted runs (SIGTERM, a killed process) resume from the latest
-    checkpoint when the same command is run again, with the same data order and randomness. A SIGTERM at any
-    point, set-up included, ends the run after its current step with a checkpoint.
+    def __init__(self, experiment: Experiment, state: TrainState, workdir: str, start_step: int, writer):
+        self.enabled = bool(experiment.config.diagnostics.enabled)
+        self._experiment, self._writer = experiment, writer
+        self._order = forward_order(experiment.model, experiment.example_inputs())
+        # Sorted as the jitted step's statistics are: the index of the first non-finite module points here.
+        self._modules = tuple(sorted(module_names(state.params)))
+        self._records = diagnostics_records.RecordWriter(workdir, start_step,
+                                                         enabled=self.enabled and jax.process_index() == 0)
+        self._empty = None
+        self.events: list[dict] = []
+        self.period_start = start_step
+
+    def fresh(self, state: TrainState, batch: dict, regularization: dict) -> dict | None:
+        """A new empty aggregate on the devices (None when diagnostics are off); its keys are traced once from
+        the train step. New buffers each time: the jitted step donates the aggregate it is given."""
+        if not self.enabled:
+            return None
+        if self._empty is None:
+            self._empty = jax.device_get(empty_statistics(state, batch, regularization,
+                                                          **step_options(self._experiment)))
+        return jax.device_put(self._empty, partitioning.replicated(self._experiment.mesh))
+
+    def restart(self, step: int) -> None:
+        """Starts a new period at `step` (after a record or a rollback), dropping records after it."""
+        self.period_start = step
+        self._records.truncate_after(step)
+
+    def write(self, step: int, summary, state: TrainState, eval_scalars: dict, confusion: np.ndarray) -> None:
+        """Writes the train and eval records of the period ending at `step`."""
+        experiment, config = self._experiment, self._experiment.config
+        opt_stats = jax.device_get(optimizer_metrics(state.opt_state))
+        if self.enabled:
+            record = diagnostics_records.train_record(
+                jax.device_get(summary), self._modules, self._order, step=step, first_step=self.period_start,
+                steps_per_epoch=experiment.steps_per_epoch, num_train_steps=experiment.num_train_steps,
+                peak_learning_rate=float(config.optimizer.learning_rate),
+                grad_clip_norm=float(config.optimizer.grad_clip_norm), lr_scale=float(state.lr_scale),
+                num_classes=experiment.info.num_classes, skipped_steps=int(opt_stats["skipped_steps"]),
+                longest_skip_run=int(opt_stats["longest_skip_run"]), events=self.events)
+            self._records.write(record)
+            self._write_tensorboard(step, record)
+        self._records.write(diagnostics_records.eval_record(
+            eval_scalars, confusion, experiment.info.class_names, task=experiment.info.task, step=step,
+            steps_per_epoch=experiment.steps_per_epoch))
+        self.events = []
+        self.period_start = step
+
+    def _write_tensorboard(self, step: int, record: dict) -> None:
+        """Per-module and per-pathway scalars, and histograms across modules."""
+        scalars = {}
+        for module, stats in record["modules"].items():
+            scalars[f"diagnostics/grad_norm/{module}"] = stats["grad_norm"]["mean"]
+            scalars[f"diagnostics/update_ratio/{module}"] = stats["update_ratio"]["mean"]
+        for pathway, stats in record["pathways"].items():
+            scalars[f"diagnostics/pathway_grad_share/{pathway}"] = stats["grad_share"]["mean"]
+        for block, stats in record["activations"].items():
+            scalars[f"diagnostics/zero_fraction/{block}"] = stats["zero_fraction"]["mean"]
+        for gate, stats in record["gates"].items():
+            scalars[f"diagnostics/gate_saturation/{gate}"] = stats["saturated_fraction"]["mean"]
+        self._writer.write_scalars(step, scalars)
+        histograms = {
+            "diagnostics/module_log10_grad_norm": [s["grad_norm"]["mean"] for s in record["modules"].values()],
+            "diagnostics/module_log10_update_ratio": [s["update_ratio"]["mean"] for s in record["modules"].values()],
+        }
+        self._writer.write_histograms(step, {k: np.log10(np.maximum(np.asarray(v, np.float64), 1e-30))
+                                             for k, v in histograms.items() if v})
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None = None,
+                       pipeline: InputPipeline | None = None) -> TrainState:
+    """Trains and evaluates the configured model, writing TensorBoard events, diagnostics records and
+    checkpoints to `workdir`; at the end, the diagnostics analyzer's findings and report.
+
+    `model` / `pipeline` replace the configured ones when given. Returns the final train state. Interrupted
+    runs (SIGTERM, a killed process) resume from the latest checkpoint when the same command is run again, with
+    the same data order and randomness. A SIGTERM at any point, set-up included, ends the run after its
+    current step with a checkpoint.
     """
     with _StopRequest() as stop:
-        return _train_and_evaluate(config, workdir, stop)
+        experiment = build_experiment(config, model=model, pipeline=pipeline)
+        if config.preflight:
+            from visioncore_jax.diagnostics.preflight import require_preflight  # preflight builds on train/
+
+            require_preflight(experiment, workdir)
+        os.makedirs(workdir, exist_ok=True)
+        # The manager is closed (pending saves finished) however the run ends, errors included.
+        with checkpointing.create_manager(workdir, config.training.max_checkpoints_to_keep) as manager:
+            trainer = _Trainer(experiment, workdir, manager, stop)
+            state = trainer.run()
+        if trainer.finished and config.diagnostics.enabled and jax.process_index() == 0:
+            _report(workdir, trainer.writer)
+        return state
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) -> TrainState:
-    training = config.training
-    validate_training(training)
-    validate_controls(config)
-    os.makedirs(workdir, exist_ok=True)
-    mesh = partitioning.make_mesh()
-    partitioning.check_batch_size(training.batch_size, mesh)
-    partitioning.check_batch_size(training.eval_batch_size, mesh, "config.training.eval_batch_size")
+def _report(workdir: str, writer) -> None:
+    """Analyzes the finished run: logs the findings, writes findings.json, report.md and its images."""
+    from visioncore_jax.diagnostics import analyzer, report
 
-    pipeline = build_input(config)
-    info = pipeline.info
-    steps_per_epoch = info.num_train_examples // training.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"config.training.batch_size={training.batch_size} exceeds the {info.num_train_examples} training "
-            "examples; use a smaller batch."
-        )
-    num_train_steps = resolve_num_train_steps(training, steps_per_epoch)
-    eval_every_steps = max(1, round(training.eval_every_epochs * steps_per_epoch))
+    run = analyzer.load_records(workdir)
+    findings = analyzer.analyze_records(run)
+    analyzer.write_findings(workdir, findings)
+    logging.info("Diagnostics of %s:\n%s", workdir, analyzer.format_findings(findings))
+    path = report.write_report(workdir, run.train, run.eval, findings)
+    if run.train:
+        report.write_report_images(writer, run.train[-1]["step"], report.render_figures(run.train, run.eval))
+        writer.flush()
+    logging.info("Diagnostics report: %s", path)
 
-    model = build_model(config, info.num_classes)
-    weights = None
-    if training.class_weighting != "none":
-        weights = jnp.asarray(class_weights(info.train_label_counts, training.class_weighting,
-                                            tuple(training.class_weight_range)))
-        logging.info("Class weights (%s): %s", training.class_weighting, np.round(np.asarray(weights), 3).tolist())
-    tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
-    init = partitioning.jit_replicated(
-        create_train_state, mesh, model=model, tx=tx, example_inputs=_example_inputs(info.image_shape),
-        seed=config.seed,
-    )
-    state = init()
 
-    # The manager is closed (pending saves finished) however the run ends, errors included.
-    with checkpointing.create_manager(workdir, training.max_checkpoints_to_keep) as manager:
-        state, saved_loop_state = checkpointing.restore_latest(manager, state)
-        loop_state = LoopState.from_json(saved_loop_state) if saved_loop_state else LoopState()
-        start_step = int(jax.device_get(state.step))
+class _Trainer:
+    """The step loop of one `train_and_evaluate` call: train steps, log windows, evaluations with their
+    records and controls (plateau, early stopping, NaN rollback), checkpoints."""
 
-        writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-        if start_step == 0:
-            _write_config_once(config, workdir)
-            parameter_overview.log_parameter_overview(state.params)
-            writer.write_hparams(_flat_hparams(config))
+    def __init__(self, experiment: Experiment, workdir: str, manager, stop: _StopRequest):
+        self.experiment, self.config, self.manager, self.stop = experiment, experiment.config, manager, stop
+        self.mesh = experiment.mesh
+        state = experiment.init_state()
+        self.state, saved_loop_state = checkpointing.restore_latest(manager, state)
+        self.loop_state = LoopState.from_json(saved_loop_state) if saved_loop_state else LoopState()
+        self.step = int(jax.device_get(self.state.step))
+        self.writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+        if self.step == 0:
+            _write_config_once(self.config, workdir)
+            parameter_overview.log_parameter_overview(self.state.params)
+            self.writer.write_hparams(_flat_hparams(self.config))
             # A step-0 checkpoint gives NaN recovery somewhere to roll back to before the first periodic save.
-            checkpointing.save(manager, state, loop_state.to_json())
-        logging.info(
-            "Training %d steps (%d per epoch, global batch %d on %d devices) from step %d.",
-            num_train_steps, steps_per_epoch, training.batch_size, mesh.devices.size, start_step,
-        )
+            checkpointing.save(manager, self.state, self.loop_state.to_json())
+        self.diagnostics = _Diagnostics(experiment, self.state, workdir, self.step, self.writer)
+        self.train_fn, self.eval_fn = jitted_steps(experiment)
+        self.finished = False
+        self.last_train_loss = float("nan")
 
-        train_fn = partitioning.jit_train_step(
-            functools.partial(train_step, learning_rate_fn=learning_rate_fn,
-                              aux_loss_weight=config.model.aux_loss_weight, class_weights=weights),
-            mesh,
-        )
-        eval_fn = partitioning.jit_eval_step(eval_step, mesh)
-        empty_train_metrics = lambda: jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))  # noqa: E731
-        train_metrics = empty_train_metrics()
-        progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer)
+    def _empty_metrics(self) -> TrainMetrics:
+        return jax.device_put(TrainMetrics.empty(), partitioning.replicated(self.mesh))
 
-        def roll_back(step: int, reason: str):
-            """Restores the last checkpoint with one more LR cut; returns (state, loop_state, step, batches)."""
-            manager.wait_until_finished()
-            restored, restored_loop = checkpointing.restore_latest(manager, state)
-            rollbacks = loop_state.rollbacks + 1
-            check_rollback_budget(rollbacks, step, config.nan_recovery)
-            new_loop = dataclasses.replace(LoopState.from_json(restored_loop), rollbacks=rollbacks)
-            restored = restored.replace(lr_scale=jnp.float32(new_loop.lr_scale(config.nan_recovery)))
-            back_to = int(jax.device_get(restored.step))
-            message = (f"NaN recovery: {reason} at step {step}; rolled back to step {back_to} and multiplied the LR "
-                       f"by {config.nan_recovery.lr_factor} (rollback {rollbacks} of at most "
-                       f"{config.nan_recovery.max_rollbacks}).")
-            logging.warning(message)
-            writer.write_texts(step, {"events": message})
-            writer.write_scalars(step, {"train_rollbacks": rollbacks})
-            return restored, new_loop, back_to, pipeline.train_batches(training.batch_size, start_step=back_to)
+    def _regularization(self, cached):
+        """`(values, device values)` of the progressive regularization at the current step (cached)."""
+        values = regularization_at(self.config, self.step / self.experiment.steps_per_epoch)
+        if cached is not None and values == cached[0]:
+            return cached
+        return values, jax.device_put({k: jnp.float32(v) for k, v in values.items()},
+                                      partitioning.replicated(self.mesh))
 
-        step = start_step
-        batches = pipeline.train_batches(training.batch_size, start_step=step)
-        regularization = None
-        with metric_writers.ensure_flushes(writer):
-            while step < num_train_steps:
-                values = regularization_at(config, step / steps_per_epoch)
-                if regularization is None or values != regularization[0]:
-                    regularization = (values, jax.device_put(
-                        {k: jnp.float32(v) for k, v in values.items()}, partitioning.replicated(mesh)))
-                with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
-                    state, train_metrics = train_fn(state, train_metrics, to_global_batch(next(batches), mesh),
-                                                    regularization[1])
-                step += 1
-                progress(step)
-                is_last = step == num_train_steps
-                if step % training.log_every_steps == 0 or is_last:
-                    scalars = prefixed(train_metrics.compute(), "train")
-                    writer.write_scalars(step, scalars)
-                    train_metrics = empty_train_metrics()
-                    if needs_rollback(int(scalars["train_skip_run"]), None, config.nan_recovery):
-                        reason = f"{int(scalars['train_skip_run'])} consecutive non-finite steps"
-                        state, loop_state, step, batches = roll_back(step, reason)
+    def run(self) -> TrainState:
+        """Trains from the restored step to the end (or early stop / SIGTERM); returns the final state."""
+        experiment, training = self.experiment, self.config.training
+        num_train_steps = experiment.num_train_steps
+        logging.info("Training %d steps (%d per epoch, global batch %d on %d devices) from step %d.",
+                     num_train_steps, experiment.steps_per_epoch, training.batch_size, self.mesh.devices.size,
+                     self.step)
+        progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=self.writer)
+        batches = experiment.pipeline.train_batches(training.batch_size, start_step=self.step)
+        metrics, statistics, regularization = self._empty_metrics(), None, None
+        with metric_writers.ensure_flushes(self.writer):
+            while self.step < num_train_steps:
+                regularization = self._regularization(regularization)
+                batch = to_global_batch(next(batches), self.mesh)
+                if statistics is None:
+                    statistics = self.diagnostics.fresh(self.state, batch, regularization[1])
+                with jax.profiler.StepTraceAnnotation("train", step_num=self.step + 1):
+                    self.state, metrics, statistics = self.train_fn(self.state, metrics, statistics, batch,
+                                                                    regularization[1])
+                self.step += 1
+                progress(self.step)
+                is_last = self.step == num_train_steps
+                if self.step % training.log_every_steps == 0 or is_last:
+                    skip_run = self._log_window(metrics)
+                    metrics = self._empty_metrics()
+                    if needs_rollback(skip_run, None, self.config.nan_recovery):
+                        batches, statistics = self._roll_back(f"{skip_run} consecutive non-finite steps"), None
                         continue
-                if step % eval_every_steps == 0 or is_last:
+                if self.step % experiment.eval_every_steps == 0 or is_last:
                     with progress.timed("eval"):
-                        eval_scalars = evaluate(state, pipeline, eval_fn, training.eval_batch_size, mesh)
-                    writer.write_scalars(step, eval_scalars)
-                    logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in eval_scalars.items() if "/" not in k})
-                    if needs_rollback(0, eval_scalars["eval_loss"], config.nan_recovery):
-                        state, loop_state, step, batches = roll_back(step, "non-finite eval loss")
+                        outcome = self._evaluate(statistics)
+                    statistics = None
+                    if outcome == "rollback":
+                        batches = self._roll_back("non-finite eval loss")
                         continue
-                    loop_state = after_eval(loop_state, eval_scalars, config)
-                    state = state.replace(lr_scale=jnp.float32(loop_state.lr_scale(config.nan_recovery)))
-                    checkpointing.save(manager, state, loop_state.to_json(), eval_scalars)
-                    if config.early_stopping.enabled and loop_state.early_stopping.should_stop(
-                            config.early_stopping.patience):
-                        logging.warning("Early stopping at step %d: %s has not improved for %d evals.", step,
-                                        config.early_stopping.metric, loop_state.early_stopping.bad_evals)
+                    if outcome == "stop":
                         break
-                elif step % training.checkpoint_every_steps == 0 or stop.requested:
-                    checkpointing.save(manager, state, loop_state.to_json())
-                if stop.requested:
-                    logging.warning("Stopped at step %d on SIGTERM; rerun the same command to resume.", step)
-                    break
-    return state
+                elif self.step % training.checkpoint_every_steps == 0 or self.stop.requested:
+                    checkpointing.save(self.manager, self.state, self.loop_state.to_json())
+                if self.stop.requested:
+                    logging.warning("Stopped at step %d on SIGTERM; rerun the same command to resume.", self.step)
+                    return self.state
+        self.finished = True
+        return self.state
+
+    def _log_window(self, metrics: TrainMetrics) -> int:
+        """Writes the window's train scalars; returns the current run of skipped steps."""
+        scalars = prefixed(metrics.compute(), "train")
+        self.writer.write_scalars(self.step, scalars)
+        self.last_train_loss = scalars["train_loss"]
+        return int(scalars["train_skip_run"])
+
+    def _evaluate(self, statistics) -> str:
+        """Evaluates, writes the records and feeds the controls; returns 'rollback', 'stop' or 'continue'."""
+        eval_scalars, confusion = evaluate(self.state, self.experiment, self.eval_fn)
+        self.writer.write_scalars(self.step, eval_scalars)
+        logging.info("Step %d: %s", self.step, {k: round(v, 4) for k, v in eval_scalars.items() if "/" not in k})
+        if needs_rollback(0, eval_scalars["eval_loss"], self.config.nan_recovery):
+            return "rollback"
+        self.diagnostics.write(self.step, statistics, self.state, eval_scalars, confusion)
+        old_scale = float(self.state.lr_scale)
+        self.loop_state = after_eval(self.loop_state, eval_scalars | {"train_loss": self.last_train_loss},
+                                     self.config)
+        new_scale = self.loop_state.lr_scale(self.config.nan_recovery)
+        if new_scale < old_scale:
+            self.diagnostics.events.append({"step": self.step, "kind": "plateau_cut", "lr_scale": new_scale,
+                                            "message": f"plateau on {self.config.plateau.metric}: LR scale "
+                                                       f"{old_scale:.3g} -> {new_scale:.3g}"})
+        self.state = self.state.replace(lr_scale=jnp.float32(new_scale))
+        checkpointing.save(self.manager, self.state, self.loop_state.to_json(), eval_scalars)
+        early_stopping = self.config.early_stopping
+        if early_stopping.enabled and self.loop_state.early_stopping.should_stop(early_stopping.patience):
+            logging.warning("Early stopping at step %d: %s has not improved for %d evals.", self.step,
+                            early_stopping.metric, self.loop_state.early_stopping.bad_evals)
+            return "stop"
+        return "continue"
+
+    def _roll_back(self, reason: str):
+        """Restores the last checkpoint with one more LR cut; returns the batches from the restored step."""
+        nan_recovery = self.config.nan_recovery
+        self.manager.wait_until_finished()
+        restored, restored_loop = checkpointing.restore_latest(self.manager, self.state)
+        rollbacks = self.loop_state.rollbacks + 1
+        check_rollback_budget(rollbacks, self.step, nan_recovery)
+        self.loop_state = dataclasses.replace(LoopState.from_json(restored_loop), rollbacks=rollbacks)
+        lr_scale = self.loop_state.lr_scale(nan_recovery)
+        self.state = restored.replace(lr_scale=jnp.float32(lr_scale))
+        back_to = int(jax.device_get(self.state.step))
+        message = (f"NaN recovery: {reason} at step {self.step}; rolled back to step {back_to} and multiplied the "
+                   f"LR by {nan_recovery.lr_factor} (rollback {rollbacks} of at most {nan_recovery.max_rollbacks}).")
+        logging.warning(message)
+        self.writer.write_texts(self.step, {"events": message})
+        self.writer.write_scalars(self.step, {"train_rollbacks": rollbacks})
+        events = self.diagnostics.events
+        self.diagnostics.restart(back_to)
+        self.diagnostics.events = [e for e in events if e["step"] <= back_to] + [
+            {"step": back_to, "kind": "rollback", "lr_scale": lr_scale, "message": message}]
+        self.step = back_to
+        return self.experiment.pipeline.train_batches(self.config.training.batch_size, start_step=back_to)

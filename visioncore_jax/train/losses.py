@@ -1,4 +1,4 @@
-"""Classification losses and class weights."""
+"""Losses (cross-entropy, soft Dice) and class weights."""
 
 import jax
 import jax.numpy as jnp
@@ -41,3 +41,15 @@ def weighted_mean(values: jax.Array, labels: jax.Array, weights: jax.Array | Non
         return values.mean()
     example_weights = weights[labels]
     return jnp.sum(example_weights * values) / jnp.sum(example_weights)
+
+
+def soft_dice_loss(logits: jax.Array, labels: jax.Array, smooth: float = 1.0) -> jax.Array:
+    """`1 − mean over classes of (2·Σ p·y + s) / (Σ p + Σ y + s)` with softmax probabilities `p` and one-hot
+    labels `y` summed over the batch and all pixels. The smoothing `s` keeps a class absent from both
+    prediction and labels at Dice 1 instead of 0/0."""
+    probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+    axes = tuple(range(logits.ndim - 1))
+    intersection = jnp.sum(probabilities * one_hot, axes)
+    dice = (2 * intersection + smooth) / (jnp.sum(probabilities, axes) + jnp.sum(one_hot, axes) + smooth)
+    return 1.0 - dice.mean()

@@ -42,12 +42,13 @@ def check_batch_size(batch_size: int, mesh: Mesh, key: str = "config.training.ba
 
 
 def jit_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
-    """Jits `step_fn(state, metrics, batch, regularization) -> (state, metrics)`; donates state and metrics."""
+    """Jits `step_fn(state, metrics, statistics, batch, regularization) -> (state, metrics, statistics)`;
+    donates the state, metrics and statistics buffers."""
     return jax.jit(
         step_fn,
-        in_shardings=(replicated(mesh), replicated(mesh), data_sharded(mesh), replicated(mesh)),
-        out_shardings=(replicated(mesh), replicated(mesh)),
-        donate_argnums=(0, 1),
+        in_shardings=(replicated(mesh), replicated(mesh), replicated(mesh), data_sharded(mesh), replicated(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh), replicated(mesh)),
+        donate_argnums=(0, 1, 2),
     )
 
 

@@ -6,34 +6,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from visioncore_jax.diagnostics.statistics import accumulate, empty_summary, step_statistics
+from visioncore_jax.models.layers import DIAGNOSTICS
 from visioncore_jax.optim import optimizer_metrics
 from visioncore_jax.optim.transforms import all_finite
-from visioncore_jax.train.losses import cross_entropy, weighted_mean
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics
 from visioncore_jax.train.state import TrainState
+from visioncore_jax.train.tasks import Classification
 
 
-def train_step(
-    state: TrainState,
-    metrics: TrainMetrics,
-    batch: Mapping[str, jax.Array],
-    regularization: Mapping[str, jax.Array],
-    *,
-    learning_rate_fn: optax.Schedule,
-    aux_loss_weight: float = 0.0,
-    class_weights: jax.Array | None = None,
-) -> tuple[TrainState, TrainMetrics]:
-    """One optimizer step on `batch`; returns the new state and `metrics` merged with this step's.
-
-    `regularization` holds `dropout_rate` and `label_smoothing` as values (progressive regularization changes
-    them without recompiling). The loss is the (label-smoothed) cross-entropy of the fused head plus
-    `aux_loss_weight` times the cross-entropy of each per-pathway auxiliary head when the model has them, each
-    averaged with per-class `class_weights` when given. A
-    step whose loss or gradients are non-finite keeps the old BatchNorm statistics; the optimizer's NaN-skip
-    keeps the old parameters.
-    """
+def _step(state: TrainState, batch: Mapping[str, jax.Array], regularization: Mapping[str, jax.Array], *,
+          collect: bool, learning_rate_fn: optax.Schedule, task, weight_decay: float):
+    """The update of one step: `(new_state, per-step scalars, diagnostics statistics or None)`."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
-    label_smoothing = regularization["label_smoothing"]
 
     def loss_fn(params):
         outputs, new_variables = state.apply_fn(
@@ -42,43 +27,76 @@ def train_step(
             train=True,
             dropout_rate=regularization["dropout_rate"],
             rngs={"dropout": dropout_rng},
-            mutable=["batch_stats"],
+            mutable=["batch_stats", DIAGNOSTICS] if collect else ["batch_stats"],
         )
-        labels = batch["label"]
-        data_loss = lambda logits: weighted_mean(cross_entropy(logits, labels, label_smoothing), labels,  # noqa
-                                                 class_weights)
-        loss = data_loss(outputs["logits"])
-        for aux_logits in outputs.get("aux_logits", {}).values():
-            loss += aux_loss_weight * data_loss(aux_logits)
-        return loss, (outputs["logits"], new_variables["batch_stats"])
+        loss = task.data_loss(outputs, batch["label"], regularization["label_smoothing"])
+        return loss, (outputs["logits"], new_variables)
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, new_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     finite = jnp.isfinite(loss) & all_finite(grads)
-    batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats)
+    batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_variables["batch_stats"],
+                               state.batch_stats)
     new_state = state.apply_gradients(grads, batch_stats)
 
     opt_stats = optimizer_metrics(new_state.opt_state)
-    step_metrics = TrainMetrics.single_from_model_output(
+    scalars = dict(
         loss=loss,
-        accuracy=(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
+        accuracy=task.correct(logits, batch["label"]),
         learning_rate=learning_rate_fn(state.step) * state.lr_scale,
         grad_norm=opt_stats["grad_norm"],
         clipped=opt_stats["clipped"],
         skipped_steps=opt_stats["skipped_steps"].astype(jnp.float32),
         skip_run=opt_stats["current_skip_run"].astype(jnp.float32),
     )
-    return new_state, metrics.merge(step_metrics)
+    if not collect:
+        return new_state, scalars, None
+    stats = step_statistics(grads=grads, params=state.params, new_params=new_state.params,
+                            sown=new_variables.get(DIAGNOSTICS, {}), data_loss=loss, weight_decay=weight_decay)
+    stats.update({f"scalars/{name}": jnp.asarray(scalars[name], jnp.float32).mean()
+                  for name in ("accuracy", "learning_rate", "grad_norm", "clipped")})
+    skipped_before = optimizer_metrics(state.opt_state)["skipped_steps"]
+    stats["scalars/skipped"] = (opt_stats["skipped_steps"] - skipped_before).astype(jnp.float32)
+    return new_state, scalars, stats
 
 
-def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.Array]) -> EvalMetrics:
+def train_step(
+    state: TrainState,
+    metrics: TrainMetrics,
+    statistics: dict | None,
+    batch: Mapping[str, jax.Array],
+    regularization: Mapping[str, jax.Array],
+    *,
+    learning_rate_fn: optax.Schedule,
+    task=Classification(),
+    weight_decay: float = 0.0,
+) -> tuple[TrainState, TrainMetrics, dict | None]:
+    """One optimizer step on `batch`; returns the new state, `metrics` merged with this step's and, when
+    `statistics` (an aggregate from `empty_statistics`) is not None, the aggregate with this step's
+    diagnostics statistics added. With `statistics=None` none of them is computed.
+
+    `regularization` holds `dropout_rate` and `label_smoothing` as values (progressive regularization changes
+    them without recompiling). The loss is `task.data_loss` (weight decay lives in the optimizer; its implied
+    L2 penalty `weight_decay` is reported as `reg_loss`). A step whose loss or gradients are non-finite keeps
+    the old BatchNorm statistics; the optimizer's NaN-skip keeps the old parameters.
+    """
+    new_state, scalars, stats = _step(state, batch, regularization, collect=statistics is not None,
+                                      learning_rate_fn=learning_rate_fn, task=task, weight_decay=weight_decay)
+    metrics = metrics.merge(TrainMetrics.single_from_model_output(**scalars))
+    if stats is not None:
+        statistics = accumulate(statistics, stats, new_state.step)
+    return new_state, metrics, statistics
+
+
+def empty_statistics(state: TrainState, batch: Mapping[str, jax.Array], regularization: Mapping[str, jax.Array],
+                     **step_kwargs) -> dict:
+    """An empty diagnostics aggregate with the keys `train_step` records for this model (traced, not run)."""
+    shapes = jax.eval_shape(
+        lambda s, b, r: _step(s, b, r, collect=True, **step_kwargs)[2], state, batch, regularization)
+    return empty_summary(shapes)
+
+
+def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.Array], *,
+              task=Classification()) -> EvalMetrics:
     """Evaluates `batch` with running BatchNorm statistics; padding rows (`mask` 0) do not count."""
     outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
-    logits = outputs["logits"]
-    step_metrics = EvalMetrics.single_from_model_output(
-        logits=logits,
-        label=batch["label"],
-        loss=cross_entropy(logits, batch["label"]),
-        accuracy=(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
-        mask=batch["mask"],
-    )
-    return metrics.merge(step_metrics)
+    return metrics.merge(task.eval_metrics(outputs["logits"], batch["label"], batch["mask"]))

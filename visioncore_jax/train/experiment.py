@@ -1,0 +1,130 @@
+"""Everything built from a config before the first step: input, model, task, optimizer, mesh, durations.
+
+Shared by training, preflight checks and the LR range test, so they all see the same objects.
+"""
+
+import dataclasses
+import functools
+import logging
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from visioncore_jax.data import InputPipeline, build_input
+from visioncore_jax.models import build_model
+from visioncore_jax.optim import build_optimizer
+from visioncore_jax.train import partitioning
+from visioncore_jax.train.controls import validate_controls
+from visioncore_jax.train.losses import class_weights
+from visioncore_jax.train.state import TrainState, create_train_state
+from visioncore_jax.train.steps import eval_step, train_step
+from visioncore_jax.train.tasks import Classification, Segmentation
+from visioncore_jax.train.validation import validate_training
+
+
+def resolve_num_train_steps(training: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """Total optimizer steps from exactly one of `num_epochs` / `num_train_steps` (the other must be <= 0)."""
+    by_epochs, by_steps = training.num_epochs > 0, training.num_train_steps > 0
+    if by_epochs == by_steps:
+        raise ValueError(
+            "Set exactly one of config.training.num_epochs and config.training.num_train_steps to a positive "
+            f"value (got num_epochs={training.num_epochs}, num_train_steps={training.num_train_steps}); "
+            "disable the other with -1."
+        )
+    if by_steps:
+        return int(training.num_train_steps)
+    return max(1, math.ceil(training.num_epochs * steps_per_epoch))
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """The built objects of one config."""
+
+    config: ml_collections.ConfigDict
+    mesh: Mesh
+    pipeline: InputPipeline
+    model: nn.Module
+    task: Classification | Segmentation
+    tx: optax.GradientTransformation
+    learning_rate_fn: optax.Schedule
+    steps_per_epoch: int
+    num_train_steps: int
+    eval_every_steps: int
+
+    @property
+    def info(self):
+        """The dataset's DatasetInfo."""
+        return self.pipeline.info
+
+    def example_inputs(self) -> dict:
+        """Zero inputs of one example (color and its brightness), for model initialisation."""
+        shape = self.info.image_shape[:-1]
+        return {"color": jnp.zeros((1, *shape, 3)), "brightness": jnp.zeros((1, *shape, 1))}
+
+    def init_state(self, tx: optax.GradientTransformation | None = None) -> TrainState:
+        """The initial train state (replicated over the mesh), with `tx` in place of the configured optimizer
+        when given."""
+        init = partitioning.jit_replicated(create_train_state, self.mesh, model=self.model, tx=tx or self.tx,
+                                           example_inputs=self.example_inputs(), seed=self.config.seed)
+        return init()
+
+
+def _task(config: ml_collections.ConfigDict, info) -> Classification | Segmentation:
+    """The task of the dataset's labels, with class weights when configured."""
+    training = config.training
+    weights = None
+    if training.class_weighting != "none":
+        weights = jnp.asarray(class_weights(info.train_label_counts, training.class_weighting,
+                                            tuple(training.class_weight_range)))
+        logging.info("Class weights (%s): %s", training.class_weighting, np.round(np.asarray(weights), 3).tolist())
+    if info.task == "segmentation":
+        return Segmentation(dice_weight=float(config.training.dice_weight), class_weights=weights)
+    return Classification(class_weights=weights, aux_loss_weight=float(config.model.aux_loss_weight))
+
+
+def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | None = None,
+                     pipeline: InputPipeline | None = None) -> Experiment:
+    """Validates `config` and builds the experiment; `model` / `pipeline` replace the configured ones when given
+    (for custom models, and for the fault injections of the diagnostics tests)."""
+    training = config.training
+    validate_training(training)
+    validate_controls(config)
+    mesh = partitioning.make_mesh()
+    partitioning.check_batch_size(training.batch_size, mesh)
+    partitioning.check_batch_size(training.eval_batch_size, mesh, "config.training.eval_batch_size")
+    pipeline = pipeline or build_input(config)
+    info = pipeline.info
+    steps_per_epoch = info.num_train_examples // training.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"config.training.batch_size={training.batch_size} exceeds the {info.num_train_examples} training "
+            "examples; use a smaller batch."
+        )
+    num_train_steps = resolve_num_train_steps(training, steps_per_epoch)
+    tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
+    return Experiment(
+        config=config, mesh=mesh, pipeline=pipeline, model=model or build_model(config, info.num_classes),
+        task=_task(config, info), tx=tx, learning_rate_fn=learning_rate_fn, steps_per_epoch=steps_per_epoch,
+        num_train_steps=num_train_steps,
+        eval_every_steps=max(1, round(training.eval_every_epochs * steps_per_epoch)),
+    )
+
+
+def step_options(experiment: Experiment) -> dict:
+    """The keyword arguments that bind `train_step` to this experiment."""
+    return dict(learning_rate_fn=experiment.learning_rate_fn, task=experiment.task,
+                weight_decay=float(experiment.config.optimizer.weight_decay))
+
+
+def jitted_steps(experiment: Experiment):
+    """`(train_fn, eval_fn)`: the task's train and eval steps, jitted over the mesh. The train step computes
+    the diagnostics statistics when given an aggregate instead of None."""
+    train_fn = partitioning.jit_train_step(functools.partial(train_step, **step_options(experiment)),
+                                           experiment.mesh)
+    eval_fn = partitioning.jit_eval_step(functools.partial(eval_step, task=experiment.task), experiment.mesh)
+    return train_fn, eval_fn
