@@ -25,6 +25,7 @@ from visioncore_jax.train import checkpointing, partitioning, train_and_evaluate
 from visioncore_jax.train.metrics import TrainMetrics
 from visioncore_jax.train.state import create_train_state
 from visioncore_jax.train.steps import train_step
+from visioncore_jax.train.tasks import Classification
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,9 +118,10 @@ def one_step(config, devices, batch, regularization):
                                           seed=0)()
     initial_params = jax.device_get(initial.params)
     metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
-    step = functools.partial(train_step, learning_rate_fn=schedule, aux_loss_weight=config.model.aux_loss_weight)
-    state, metrics = partitioning.jit_train_step(step, mesh)(initial, metrics, to_global_batch(batch, mesh),
-                                                             jax.device_put(regularization))
+    step = functools.partial(train_step, learning_rate_fn=schedule,
+                             task=Classification(aux_loss_weight=config.model.aux_loss_weight))
+    state, metrics, _ = partitioning.jit_train_step(step, mesh)(initial, metrics, None, to_global_batch(batch, mesh),
+                                                                jax.device_put(regularization))
     return model, initial_params, state, metrics.compute()
 
 

@@ -4,9 +4,9 @@ import jax
 import ml_collections
 
 from visioncore_jax.data.embedded import EmbeddedShapes, generate_examples
+from visioncore_jax.data.embedded_masks import CLASS_NAMES as MASK_CLASS_NAMES
 from visioncore_jax.data.pipeline import InputPipeline
 from visioncore_jax.data.sharding import to_global_batch
-from visioncore_jax.data.embedded_masks import CLASS_NAMES as MASK_CLASS_NAMES
 from visioncore_jax.data.sources import (
     DatasetInfo,
     DatasetSpec,

@@ -8,6 +8,7 @@ import numpy as np
 from visioncore_jax.diagnostics.schema import EVAL_FILE, MAX_CONFUSION_CLASSES, SCHEMA_VERSION, TRAIN_FILE
 from visioncore_jax.diagnostics.statistics import in_forward_order
 
+
 def diagnostics_dir(workdir: str) -> str:
     """`workdir/diagnostics`."""
     return os.path.join(workdir, "diagnostics")

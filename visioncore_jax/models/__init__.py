@@ -7,11 +7,13 @@ import ml_collections
 
 from visioncore_jax.models.dual_resnet import DualPathwayResNet
 from visioncore_jax.models.resnet import BLOCKS, ResNet, ResNetBackbone
+from visioncore_jax.models.unet import UNet
 from visioncore_jax.models.vc_resnet import VisionCoreResNet
 from visioncore_jax.models.video import ConvGRUClassifier
 
 MODELS = {"dual_resnet": DualPathwayResNet, "resnet": ResNet, "conv_gru": ConvGRUClassifier,
-          "vc_resnet": VisionCoreResNet}
+          "vc_resnet": VisionCoreResNet, "unet": UNet}
+SEGMENTATION_MODELS = ("unet",)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -25,6 +27,10 @@ def _validate(model: ml_collections.ConfigDict, dtype: str) -> None:
                              "(see configs/video_convgru.py).")
         if not model.encoder_widths or model.gru.hidden < 1:
             raise ValueError("config.model.encoder_widths must be non-empty and config.model.gru.hidden >= 1.")
+    elif model.name == "unet":
+        if "unet" not in model or not model.unet.widths:
+            raise ValueError("config.model.name='unet' needs config.model.unet (widths, conv, attention, "
+                             "attention_options); see configs/seg_cbam.py.")
     elif model.name == "vc_resnet":
         if "vc" not in model:
             raise ValueError("config.model.name='vc_resnet' needs config.model.vc (channels, strides, "
@@ -48,11 +54,15 @@ def _validate(model: ml_collections.ConfigDict, dtype: str) -> None:
         raise ValueError(f"config.training.dtype={dtype!r} is not one of {sorted(DTYPES)}.")
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-    """Builds the model named by `config.model.name` for `num_classes` classes (compute dtype from
+def build_model(config: ml_collections.ConfigDict, num_classes: int, task: str = "classification") -> nn.Module:
+    """Builds the model named by `config.model.name` for `num_classes` classes of `task` (compute dtype from
     `config.training.dtype`; parameters stay float32)."""
     model = config.model
     _validate(model, config.training.dtype)
+    if (task == "segmentation") != (model.name in SEGMENTATION_MODELS):
+        raise ValueError(f"config.model.name={model.name!r} does not fit the {task} dataset "
+                         f"config.data.name={config.data.name!r}: segmentation data needs one of "
+                         f"{list(SEGMENTATION_MODELS)}, classification data any other model.")
     backbone = dict(
         block=model.block,
         num_blocks=tuple(int(n) for n in model.num_blocks),
@@ -67,6 +77,10 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
         gru["hidden_clamp"] = gru["hidden_clamp"] if gru["hidden_clamp"] > 0 else None  # <= 0: no clamp
         return ConvGRUClassifier(num_classes, tuple(model.encoder_widths), model.conv.to_dict(), gru,
                                  float(model.dropout), dtype=DTYPES[config.training.dtype])
+    if model.name == "unet":
+        unet = model.unet
+        return UNet(num_classes, tuple(unet.widths), unet.conv.to_dict(), unet.attention,
+                    unet.attention_options.to_dict())
     if model.name == "vc_resnet":
         vc = model.vc
         return VisionCoreResNet(num_classes, tuple(vc.channels), tuple(vc.strides), vc.blocks_per_stage,
@@ -77,4 +91,5 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
     return ResNet(num_classes, backbone, float(model.dropout))
 
 
-__all__ = ["ConvGRUClassifier", "DualPathwayResNet", "VisionCoreResNet", "ResNet", "ResNetBackbone", "build_model"]
+__all__ = ["ConvGRUClassifier", "DualPathwayResNet", "ResNet", "ResNetBackbone", "UNet", "VisionCoreResNet",
+           "build_model"]

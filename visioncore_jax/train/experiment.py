@@ -108,7 +108,7 @@ def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | No
     num_train_steps = resolve_num_train_steps(training, steps_per_epoch)
     tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
     return Experiment(
-        config=config, mesh=mesh, pipeline=pipeline, model=model or build_model(config, info.num_classes),
+        config=config, mesh=mesh, pipeline=pipeline, model=model or build_model(config, info.num_classes, info.task),
         task=_task(config, info), tx=tx, learning_rate_fn=learning_rate_fn, steps_per_epoch=steps_per_epoch,
         num_train_steps=num_train_steps,
         eval_every_steps=max(1, round(training.eval_every_epochs * steps_per_epoch)),
