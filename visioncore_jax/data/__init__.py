@@ -67,5 +67,5 @@ def build_input(config: ml_collections.ConfigDict, *, process_index: int | None 
     )
 
 
-__all__ = ["DATASETS", "DatasetInfo", "DatasetSpec", "DatasetUnavailableError", "EmbeddedShapes", "InputPipeline", "build_input",
-           "generate_examples", "to_global_batch"]
+__all__ = ["DATASETS", "DatasetInfo", "DatasetSpec", "DatasetUnavailableError", "EmbeddedShapes", "InputPipeline",
+           "build_input", "generate_examples", "to_global_batch"]

@@ -102,7 +102,8 @@ def label_counts(builder: tfds.core.DatasetBuilder, split: str, num_classes: int
         bad = (labels < 0) | (labels >= num_classes)
         counts = tf.math.bincount(tf.boolean_mask(labels, ~bad), minlength=num_classes, maxlength=num_classes,
                                   dtype=tf.int64)
-        first_bad = tf.cond(tf.reduce_any(bad), lambda: tf.boolean_mask(labels, bad)[0], lambda: tf.constant(0, tf.int64))
+        first_bad = tf.cond(tf.reduce_any(bad), lambda: tf.boolean_mask(labels, bad)[0],
+                            lambda: tf.constant(0, tf.int64))
         return counts, tf.reduce_sum(tf.cast(bad, tf.int64)), first_bad
 
     counts, num_bad, bad_values = np.zeros(num_classes, np.int64), 0, set()

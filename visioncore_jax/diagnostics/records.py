@@ -39,7 +39,8 @@ def _nest(flat: dict[str, dict], prefix: str, order: tuple[str, ...]) -> dict:
     return {where: nested[where] for where in in_forward_order(nested, order)}
 
 
-def train_record(summary: dict, module_names: tuple[str, ...], order: tuple[str, ...], *, step: int, first_step: int, steps_per_epoch: int,
+def train_record(summary: dict, module_names: tuple[str, ...], order: tuple[str, ...], *, step: int,
+                 first_step: int, steps_per_epoch: int,
                  num_train_steps: int, peak_learning_rate: float, grad_clip_norm: float, lr_scale: float,
                  num_classes: int, skipped_steps: int, longest_skip_run: int, events: list[dict]) -> dict:
     """The train record of one period from the host copy of its aggregate (`jax.device_get` of it);

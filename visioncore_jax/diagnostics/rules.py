@@ -262,7 +262,8 @@ def lr_decayed_too_early(run: RunRecords) -> list[Finding]:
     early_falling = []
     for cut in cuts:
         index = next((i for i, s in enumerate(steps) if s >= cut["step"]), None)
-        if index and cut["step"] < num_train_steps / 2 and losses[index] < (1 - EARLY_CUT_LOSS_DROP) * losses[index - 1]:
+        falling = index and losses[index] < (1 - EARLY_CUT_LOSS_DROP) * losses[index - 1]
+        if falling and cut["step"] < num_train_steps / 2:
             early_falling.append(cut["step"])
     if len(cuts) < MANY_CUTS and not early_falling:
         return []

@@ -2,7 +2,8 @@
 
 With attention in (0, 1) the output stays within `x ± scale·|x|`: at scale 0 the module is the identity, so it
 can be dropped into a trained network without disturbing it. Logits are clamped before the sigmoid so the gates
-cannot saturate into vanishing gradients; the gate values are sown under `intermediates/gate`, their statistics under `diagnostics`.
+cannot saturate into vanishing gradients; the gate values are sown under `intermediates/gate`, their statistics
+under `diagnostics`.
 """
 
 import flax.linen as nn

@@ -14,6 +14,8 @@ from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics
 from visioncore_jax.train.state import TrainState
 from visioncore_jax.train.tasks import Classification
 
+CLASSIFICATION = Classification()  # the default task: plain cross-entropy
+
 
 def _step(state: TrainState, batch: Mapping[str, jax.Array], regularization: Mapping[str, jax.Array], *,
           collect: bool, learning_rate_fn: optax.Schedule, task, weight_decay: float):
@@ -67,7 +69,7 @@ def train_step(
     regularization: Mapping[str, jax.Array],
     *,
     learning_rate_fn: optax.Schedule,
-    task=Classification(),
+    task=CLASSIFICATION,
     weight_decay: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics, dict | None]:
     """One optimizer step on `batch`; returns the new state, `metrics` merged with this step's and, when
@@ -96,7 +98,7 @@ def empty_statistics(state: TrainState, batch: Mapping[str, jax.Array], regulari
 
 
 def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.Array], *,
-              task=Classification()) -> EvalMetrics:
+              task=CLASSIFICATION) -> EvalMetrics:
     """Evaluates `batch` with running BatchNorm statistics; padding rows (`mask` 0) do not count."""
     outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
     return metrics.merge(task.eval_metrics(outputs["logits"], batch["label"], batch["mask"]))
