@@ -77,6 +77,22 @@ class InputPipeline:
             image = augment(image, seed, self._crop_padding, self._random_flip)
         return {**pathway_inputs(image, self._mean, self._std, self._luma_mean, self._luma_std), "label": label}
 
+    def unaugmented_examples(self, split: str, count: int | None = None) -> dict[str, np.ndarray]:
+        """The first `count` (all when None) examples of this process's 'train' or 'eval' split in stored
+        order, preprocessed like eval batches (normalized, never augmented), plus `raw`: the [0, 1] images."""
+        images = self._train_images if split == "train" else self._eval_images
+        if count is not None:
+            images = images.take(count)
+        dataset = images.map(lambda image, label: {**self._features(image, label), "raw": image},
+                             num_parallel_calls=AUTOTUNE).batch(4096)
+        batches = list(tfds.as_numpy(dataset))
+        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+    def denormalize(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """`(rgb in [0, 1], luma in [0, 1])` of a batch's normalized `color` and `brightness` inputs."""
+        rgb = batch["color"] * np.asarray(self._std, np.float32) + np.asarray(self._mean, np.float32)
+        return rgb, batch["brightness"][..., 0] * self._luma_std + self._luma_mean
+
     def train_batches(self, global_batch_size: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Infinite stream of augmented training batches (this process's part), starting at `start_step`."""
         local = _local_batch_size(global_batch_size, self._process_count)

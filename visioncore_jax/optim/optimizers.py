@@ -45,10 +45,18 @@ def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     steps; the schedule then counts updates); all of it inside the NaN-skip guard, so a non-finite gradient
     leaves the parameters and every optimizer state untouched.
     """
+    k = config.optimizer.accumulation_steps
+    _validate(config.optimizer)
+    schedule = build_schedule(config, max(1, steps_per_epoch // k), max(1, total_steps // k))
+    return optimizer_with_schedule(config, schedule), (lambda step: schedule(step // k))
+
+
+def optimizer_with_schedule(config: ml_collections.ConfigDict,
+                            schedule: optax.Schedule) -> optax.GradientTransformation:
+    """The configured optimizer chain (see `build_optimizer`) driven by `schedule` (of update numbers)."""
     opt = config.optimizer
     _validate(opt)
     k = opt.accumulation_steps
-    schedule = build_schedule(config, max(1, steps_per_epoch // k), max(1, total_steps // k))
     tx = optax.chain(
         clip_by_global_norm_with_stats(opt.grad_clip_norm),
         _base_optimizer(opt, schedule),
@@ -56,7 +64,7 @@ def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     )
     if k > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
-    return skip_nonfinite(tx), (lambda step: schedule(step // k))
+    return skip_nonfinite(tx)
 
 
 def optimizer_metrics(opt_state: optax.OptState) -> dict:
