@@ -105,6 +105,7 @@ VANISHING_NORM = 1e-4
 EXPLODING_NORM = 1e3
 # dead_units: a block whose outputs are zero for > 90% of entries (healthy ReLU blocks: 0.3-0.6).
 DEAD_FRACTION = 0.9
+ALL_DEAD_FRACTION = 0.99  # a block this dead passes no gradient at all
 # saturated_gates: more than half of a gate's entries beyond 0.01 / 0.99 (healthy: < 5%).
 SATURATED_FRACTION = 0.5
 # pathway_imbalance: one pathway gets < 1% of the squared gradient norm (healthy dual-pathway runs: 30-70%).
@@ -221,7 +222,7 @@ def lr_too_high(run: RunRecords) -> list[Finding]:
         return []
     lr = _lr(run)
     return [Finding(
-        "lr_too_high", "warning",
+        "lr_too_high", "error",
         f"Updates are {ratio:.2g} of the weights per step (median over modules) and the loss went from "
         f"{first:.3f} to {last:.3f}.",
         "Each step changes the weights by a large fraction of their size, so the optimizer overshoots and the loss "
@@ -242,7 +243,7 @@ def lr_too_low(run: RunRecords) -> list[Finding]:
         return []
     lr = _lr(run)
     return [Finding(
-        "lr_too_low", "warning",
+        "lr_too_low", "error",
         f"Updates are {ratio:.2g} of the weights per step and the loss changed by {change:.1%} over the run.",
         "The optimizer moves the weights by a negligible fraction per step, so the model cannot learn in the time "
         "given. Raise the learning rate (the LR range test suggests one).",
@@ -422,8 +423,11 @@ def dead_units(run: RunRecords) -> list[Finding]:
     if not dead:
         return []
     worst = max(dead, key=dead.get)
+    # Dead from the first record on (e.g. by initialization): nothing else can be learned there, an error. Units
+    # that died later are usually the symptom of something else (a divergence): a warning.
+    dead_from_start = _float(_get(run.train[0], "activations", worst, "zero_fraction", "mean")) > ALL_DEAD_FRACTION
     return [Finding(
-        "dead_units", "warning",
+        "dead_units", "error" if dead_from_start else "warning",
         f"{len(dead)} of {len(activations)} blocks output zero for more than {DEAD_FRACTION:.0%} of their entries "
         f"(worst: {worst}, {dead[worst]:.1%}).",
         "Most ReLU units in these blocks never activate, so they pass no gradient and learn nothing. Large negative "
@@ -604,7 +608,8 @@ def loss_plateau(run: RunRecords) -> list[Finding]:
 
 
 # Catalog order. PRIORITY breaks ties between equally severe findings: root causes before their symptoms
-# (exploding gradients cause non-finite losses; collapse and over-regularization explain chance-level loss).
+# (exploding gradients cause non-finite losses; dead units cause zero gradients; a wrong LR, a collapse or
+# over-regularization explain a chance-level loss).
 RULES: dict[str, Callable[[RunRecords], list[Finding]]] = {
     "nonfinite": nonfinite, "lr_too_high": lr_too_high, "lr_too_low": lr_too_low,
     "lr_decayed_too_early": lr_decayed_too_early, "lr_schedule_exhausted": lr_schedule_exhausted,
@@ -615,7 +620,7 @@ RULES: dict[str, Callable[[RunRecords], list[Finding]]] = {
     "over_regularization": over_regularization, "overfitting": overfitting, "nan_skips": nan_skips,
     "loss_plateau": loss_plateau,
 }
-PRIORITY = ("exploding_gradients", "vanishing_gradients", "one_class_collapse", "over_regularization", "nonfinite",
-            "chance_level", "params_not_updating", "pathway_imbalance", "dead_units", "saturated_gates",
-            "clipping_dominates", "lr_schedule_exhausted", "lr_decayed_too_early", "loss_plateau", "lr_too_high",
-            "lr_too_low", "nan_skips", "overfitting")
+PRIORITY = ("exploding_gradients", "vanishing_gradients", "dead_units", "saturated_gates", "one_class_collapse",
+            "over_regularization", "lr_too_high", "lr_too_low", "nonfinite", "params_not_updating",
+            "pathway_imbalance", "chance_level", "clipping_dominates", "lr_schedule_exhausted", "lr_decayed_too_early",
+            "loss_plateau", "nan_skips", "overfitting")

@@ -147,8 +147,9 @@ class _Diagnostics:
             "diagnostics/module_log10_grad_norm": [s["grad_norm"]["mean"] for s in record["modules"].values()],
             "diagnostics/module_log10_update_ratio": [s["update_ratio"]["mean"] for s in record["modules"].values()],
         }
-        self._writer.write_histograms(step, {k: np.log10(np.maximum(np.asarray(v, np.float64), 1e-30))
-                                             for k, v in histograms.items() if v})
+        histograms = {k: np.log10(np.maximum(np.asarray(v, np.float64), 1e-30)) for k, v in histograms.items()}
+        histograms = {k: v[np.isfinite(v)] for k, v in histograms.items()}  # a diverged module has no place there
+        self._writer.write_histograms(step, {k: v for k, v in histograms.items() if v.size})
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None = None,

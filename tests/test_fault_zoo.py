@@ -1,0 +1,170 @@
+"""The fault zoo: every finding of the diagnostics catalog, triggered by its fault in a small run on the embedded
+data through the public API, must be the top-severity finding; healthy runs must produce no warning."""
+
+import numpy as np
+import pytest
+
+from tests.fault_zoo import FaultyPipeline, GatedCNN, PlainCNN, TinyDual, random_labels, zoo_config
+from visioncore_jax import diagnostics
+from visioncore_jax.data import build_input
+from visioncore_jax.train import train_and_evaluate
+
+pytestmark = pytest.mark.slow
+
+
+def findings_of(config, workdir, **overrides):
+    """Trains `config` (with `model=` / `pipeline=` overrides) and returns the analyzer's findings."""
+    train_and_evaluate(config, str(workdir), **overrides)
+    return diagnostics.analyze(str(workdir))
+
+
+def assert_top(findings, expected):
+    """`expected` is the first (most severe) finding."""
+    report = diagnostics.format_findings(findings)
+    assert findings and findings[0].id == expected, report
+    assert findings[0].severity in ("warning", "error") and findings[0].recommendations, report
+
+
+def assert_healthy(findings):
+    assert not [f for f in findings if f.severity != "info"], diagnostics.format_findings(findings)
+
+
+@pytest.fixture
+def config(tfds_data_dir):
+    return zoo_config(tfds_data_dir)
+
+
+# ---- Healthy runs: no warning or error. ----
+
+def test_healthy_dual_pathway_resnet(config, tmp_path):
+    config.training.num_train_steps = 120
+    assert_healthy(findings_of(config, tmp_path))
+    assert (tmp_path / "diagnostics" / "report.md").exists()
+
+
+def test_healthy_single_pathway_resnet(config, tmp_path):
+    config.model.name = "resnet"
+    config.training.num_train_steps = 120
+    assert_healthy(findings_of(config, tmp_path))
+
+
+def test_healthy_plain_cnn(config, tmp_path):
+    config.training.num_train_steps = 120
+    assert_healthy(findings_of(config, tmp_path, model=PlainCNN()))
+
+
+# ---- One fault each. ----
+
+def test_nonfinite_sgd_lr_50_without_clipping(config, tmp_path):
+    config.optimizer.update(name="sgd", learning_rate=50.0, grad_clip_norm=0.0)
+    config.nan_recovery.enabled = False
+    assert_top(findings_of(config, tmp_path), "nonfinite")
+
+
+def test_lr_too_high_adam_lr_0_1(config, tmp_path):
+    config.optimizer.update(name="adam", learning_rate=0.1, grad_clip_norm=0.0)
+    assert_top(findings_of(config, tmp_path), "lr_too_high")
+
+
+def test_lr_too_low_adam_lr_1e_7(config, tmp_path):
+    config.optimizer.update(name="adam", learning_rate=1e-7)
+    config.schedule.min_learning_rate = 0.0
+    assert_top(findings_of(config, tmp_path), "lr_too_low")
+
+
+def test_lr_decayed_too_early_plateau_patience_0_on_train_loss(config, tmp_path):
+    config.plateau.update(enabled=True, metric="train_loss", patience=0, threshold=0.0)
+    config.training.update(eval_every_epochs=5 / 375, log_every_steps=5)
+    assert_top(findings_of(config, tmp_path), "lr_decayed_too_early")
+
+
+def test_lr_schedule_exhausted_decay_over_one_epoch_of_ten(config, tmp_path):
+    config.data.train_split = "train[:320]"  # 10 steps an epoch, 80 steps = 8 epochs
+    config.schedule.update(name="exponential", decay_rate=0.01, min_learning_rate=0.0)
+    config.training.update(num_train_steps=80, eval_every_epochs=1.0)
+    assert_top(findings_of(config, tmp_path), "lr_schedule_exhausted")
+
+
+def test_chance_level_random_labels(config, tmp_path):
+    pipeline = FaultyPipeline(build_input(config), train_fault=random_labels)
+    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "chance_level")
+
+
+def test_one_class_collapse_output_bias_20(config, tmp_path):
+    model = PlainCNN(output_bias=(20.0,) + (0.0,) * 9)
+    assert_top(findings_of(config, tmp_path, model=model), "one_class_collapse")
+
+
+def test_vanishing_gradients_deep_plain_sigmoid(config, tmp_path):
+    model = PlainCNN(depth=12, activation="sigmoid")
+    assert_top(findings_of(config, tmp_path, model=model), "vanishing_gradients")
+
+
+def test_exploding_gradients_weights_times_30(config, tmp_path):
+    config.optimizer.grad_clip_norm = 0.0
+    model = PlainCNN(depth=6, kernel_scale=30.0)
+    assert_top(findings_of(config, tmp_path, model=model), "exploding_gradients")
+
+
+def test_dead_units_conv_bias_minus_10(config, tmp_path):
+    assert_top(findings_of(config, tmp_path, model=PlainCNN(bias_init=-10.0)), "dead_units")
+
+
+def test_saturated_gates_gate_weights_times_50(config, tmp_path):
+    assert_top(findings_of(config, tmp_path, model=GatedCNN(gate_scale=50.0)), "saturated_gates")
+
+
+def test_params_not_updating_stop_gradient_on_brightness(config, tmp_path):
+    assert_top(findings_of(config, tmp_path, model=TinyDual(stop_brightness=True)), "params_not_updating")
+
+
+def test_pathway_imbalance_brightness_scaled_1e_4(config, tmp_path):
+    def scale_brightness(batch, index):
+        batch["brightness"] = batch["brightness"] * 1e-4
+        return batch
+
+    pipeline = FaultyPipeline(build_input(config), train_fault=scale_brightness)
+    assert_top(findings_of(config, tmp_path, model=TinyDual(), pipeline=pipeline), "pathway_imbalance")
+
+
+def test_clipping_dominates_clip_norm_1e_4(config, tmp_path):
+    config.optimizer.grad_clip_norm = 1e-4
+    assert_top(findings_of(config, tmp_path), "clipping_dominates")
+
+
+def test_over_regularization(config, tmp_path):
+    config.optimizer.weight_decay = 0.5
+    config.model.dropout = 0.9
+    config.training.label_smoothing = 0.6
+    assert_top(findings_of(config, tmp_path), "over_regularization")
+
+
+def test_overfitting_256_images_40_epochs(config, tmp_path):
+    config.data.train_split = "train[:256]"  # 8 steps an epoch
+    config.model.dropout = 0.0
+    config.optimizer.weight_decay = 0.0
+    config.data.update(crop_padding=0, random_flip=False)
+    config.training.update(num_train_steps=320, eval_every_epochs=2.0, log_every_steps=16)
+    assert_top(findings_of(config, tmp_path), "overfitting")
+
+
+def test_nan_skips_nan_injected_into_a_few_batches(config, tmp_path):
+    def poison(batch, index):
+        if index in (7, 23, 41):
+            batch["color"] = np.full_like(batch["color"], np.nan)
+        return batch
+
+    pipeline = FaultyPipeline(build_input(config), train_fault=poison)
+    findings = findings_of(config, tmp_path, pipeline=pipeline)
+    assert_top(findings, "nan_skips")
+    assert findings[0].evidence["skipped_steps"] == 3
+
+
+def test_loss_plateau_lr_dropped_to_1e_9_mid_run(config, tmp_path):
+    config.training.num_train_steps = 60
+    train_and_evaluate(config, str(tmp_path))
+    resumed = config.copy_and_resolve_references()
+    resumed.training.num_train_steps = 120
+    resumed.optimizer.learning_rate = 1e-9  # the "fixed" config of a resumed run
+    resumed.schedule.min_learning_rate = 0.0
+    assert_top(findings_of(resumed, tmp_path), "loss_plateau")

@@ -1,0 +1,169 @@
+"""Preflight: every check of the catalog passes on the healthy test config and fails (or warns) on its fault,
+injected through the public API (config, model= or a wrapped input pipeline)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.fault_zoo import FaultyPipeline, PlainCNN, zoo_config
+from visioncore_jax.data import build_input
+from visioncore_jax.diagnostics.preflight import CHECKS, run_preflight
+from visioncore_jax.train.experiment import build_experiment
+
+
+@pytest.fixture
+def config(tfds_data_dir):
+    config = zoo_config(tfds_data_dir)
+    config.diagnostics.update(overfit_steps=40, lr_find_steps=60)
+    return config
+
+
+def check(config, name, *, model=None, pipeline=None, workdir=None):
+    """The result of one check on the experiment built from `config` and the overrides."""
+    experiment = build_experiment(config, model=model, pipeline=pipeline)
+    (result,) = run_preflight(experiment, workdir, checks=(name,))
+    assert result.id == name
+    return result
+
+
+def faulty(config, train_fault=None, eval_fault=None):
+    return FaultyPipeline(build_input(config), train_fault=train_fault, eval_fault=eval_fault)
+
+
+@pytest.mark.slow
+def test_healthy_config_passes_every_check_and_writes_preflight_json(config, tmp_path):
+    results = run_preflight(build_experiment(config), str(tmp_path))
+    assert [r.id for r in results] == list(CHECKS)
+    assert {r.id: r.status for r in results} == {name: "PASS" for name in CHECKS}, [r.message for r in results]
+    saved = json.loads((tmp_path / "preflight.json").read_text())
+    assert [c["status"] for c in saved["checks"]] == ["PASS"] * len(CHECKS)
+    assert (tmp_path / "diagnostics" / "lr_find.png").stat().st_size > 1000
+
+
+def test_data_nonfinite_nan_pixels(config):
+    def nan_pixels(batch, index):
+        batch["color"] = batch["color"].copy()
+        batch["color"][3, 5:9, 5:9] = np.nan
+        return batch
+
+    result = check(config, "data_nonfinite", pipeline=faulty(config, nan_pixels))
+    assert result.status == "FAIL" and result.evidence["train_color"] == 4 * 4 * 3 * 4  # 4 sampled batches
+
+
+def test_data_range_images_fed_as_0_255(config):
+    def unnormalized(batch, index):
+        batch["color"] = np.round(batch["color"] * 60 + 127)  # 0-255 floats
+        return batch
+
+    result = check(config, "data_range", pipeline=faulty(config, unnormalized))
+    assert result.status == "FAIL" and result.evidence["max_abs"] > 200
+
+
+def test_labels_out_of_range_one_based(config):
+    def one_based(batch, index):
+        batch["label"] = batch["label"] + 1
+        return batch
+
+    result = check(config, "labels_out_of_range", pipeline=faulty(config, one_based, one_based))
+    assert result.status == "FAIL" and result.evidence["max"] == 10
+
+
+def write_folder(root, split_counts):
+    """An image folder root/<split>/<class>/<i>.png with `split_counts[split][class]` random 8x8 images."""
+    rng = np.random.default_rng(0)
+    for split, counts in split_counts.items():
+        for name, count in counts.items():
+            os.makedirs(root / split / name)
+            for index in range(count):
+                image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                tf.io.write_file(str(root / split / name / f"{index}.png"), tf.io.encode_png(image))
+
+
+def test_class_imbalance_95_percent_in_one_class(config, tmp_path):
+    write_folder(tmp_path, {"train": {"a": 152, "b": 4, "c": 4}, "test": {"a": 8, "b": 8, "c": 8}})
+    config.data.update(name="image_folder", image_folder=str(tmp_path), eval_split="test", shuffle_buffer=64)
+    result = check(config, "class_imbalance")
+    assert result.status == "WARN" and result.evidence["largest_share"] == pytest.approx(0.95)
+    assert "--config.training.class_weighting=cube_root_inverse" in result.recommendations
+
+
+def test_split_class_mismatch_split_cut_from_sorted_list(config, tmp_path):
+    write_folder(tmp_path, {"train": {"a": 64, "b": 64}, "test": {"c": 16}})
+    config.data.update(name="image_folder", image_folder=str(tmp_path), eval_split="test", shuffle_buffer=64)
+    result = check(config, "split_class_mismatch")
+    assert result.status == "FAIL" and result.evidence["unseen_classes"] == ["c"]
+
+
+def test_split_overlap_eval_is_a_slice_of_train(config):
+    config.data.eval_split = "train[:512]"
+    result = check(config, "split_overlap")
+    assert result.status == "FAIL" and result.evidence["also_in_train"] == 512
+
+
+def test_transform_leak_augmentation_at_eval(config):
+    rng = np.random.default_rng(0)
+
+    def augmented(batch):
+        batch["color"] = np.roll(batch["color"], rng.integers(1, 4), axis=2)  # a random shift
+        return batch
+
+    assert check(config, "transform_leak", pipeline=faulty(config, eval_fault=augmented)).status == "FAIL"
+
+
+def test_pathway_inputs_brightness_from_another_crop(config):
+    def shifted_brightness(batch, index):
+        batch["brightness"] = np.roll(batch["brightness"], 2, axis=1)
+        return batch
+
+    result = check(config, "pathway_inputs", pipeline=faulty(config, shifted_brightness))
+    assert result.status == "FAIL" and result.evidence["max_abs_luma_error"] > 0.1
+
+
+def test_init_loss_logits_times_100(config):
+    result = check(config, "init_loss", model=PlainCNN(logit_scale=100.0))
+    assert result.status == "FAIL" and result.evidence["ratio"] > 3
+
+
+def test_output_probabilities_softmax_in_the_head(config):
+    assert check(config, "output_probabilities", model=PlainCNN(softmax_head=True)).status == "FAIL"
+
+
+def test_gradient_reach_module_outside_the_loss(config):
+    result = check(config, "gradient_reach", model=PlainCNN(unused_branch=True))
+    assert result.status == "FAIL" and result.evidence["unreached"] == ["unused"]
+
+
+def test_overfit_one_batch_labels_permuted_between_draws(config):
+    calls = iter(range(10_000))
+
+    def permuted(batch, index):
+        batch["label"] = np.random.default_rng(next(calls)).permutation(batch["label"])
+        return batch
+
+    result = check(config, "overfit_one_batch", pipeline=faulty(config, permuted))
+    assert result.status == "FAIL" and result.evidence["labels_change_between_draws"]
+
+
+def test_lr_range_configured_lr_100x_the_suggestion(config):
+    suggestion = check(config, "lr_range").evidence["suggested"]
+    config.optimizer.learning_rate = 100 * suggestion
+    result = check(config, "lr_range")
+    assert result.status == "FAIL" and result.evidence["configured_over_suggested"] == pytest.approx(100, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_main_preflight_mode_exits_non_zero_on_fail(config, tfds_data_dir, tmp_path):
+    process = subprocess.run(
+        [sys.executable, "main.py", "--mode=preflight", f"--workdir={tmp_path}", "--config=configs/test.py",
+         f"--config.data.data_dir={tfds_data_dir}", "--config.data.eval_split=train[:256]",
+         "--config.diagnostics.lr_find_steps=20", "--config.diagnostics.overfit_steps=5"],
+        capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert process.returncode == 1, process.stderr[-3000:]
+    assert "FAIL  split_overlap" in process.stdout
+    statuses = {c["id"]: c["status"] for c in json.loads((tmp_path / "preflight.json").read_text())["checks"]}
+    assert statuses["split_overlap"] == "FAIL" and statuses["pathway_inputs"] == "PASS"
