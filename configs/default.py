@@ -150,6 +150,7 @@ def get_config() -> ml_collections.ConfigDict:
     # In-step statistics (per-module norms, activations, gates), records under workdir/diagnostics/, and the
     # analyzer's findings and report at the end. False turns all of it off (for overhead comparisons).
     config.diagnostics.enabled = True
+    config.diagnostics.report = True  # report.md with plots (and TensorBoard images) at the end of training
     # Preflight: steps of the one-batch overfitting check, and the LR range test's sweep.
     config.diagnostics.overfit_steps = 60
     config.diagnostics.lr_find_steps = 100

@@ -12,14 +12,19 @@ import numpy as np
 from configs import test as test_config
 from visioncore_jax.models.layers import sow_activation_stats, sow_gate_stats
 
+ZOO_TRAIN_EXAMPLES = 4096
+
 
 def zoo_config(data_dir: str, steps: int = 60, eval_every: int = 10):
-    """The test config for `steps` steps with a record (eval) every `eval_every` steps."""
+    """The test config on a 4,096-image training subset for `steps` steps, with a record (eval on 256 images)
+    every `eval_every` steps, LR 1e-2 (tiny models learn in few steps) and no report plots."""
     config = test_config.get_config()
-    config.data.data_dir = data_dir
-    config.data.eval_split = "test[:512]"
-    config.training.update(num_train_steps=steps, eval_batch_size=512, log_every_steps=eval_every,
-                           checkpoint_every_steps=10_000, eval_every_epochs=eval_every / 375)
+    config.data.update(data_dir=data_dir, train_split=f"train[:{ZOO_TRAIN_EXAMPLES}]", eval_split="test[:256]")
+    config.optimizer.learning_rate = 1e-2
+    config.diagnostics.report = False
+    config.training.update(num_train_steps=steps, eval_batch_size=256, log_every_steps=eval_every,
+                           checkpoint_every_steps=10_000,
+                           eval_every_epochs=eval_every / (ZOO_TRAIN_EXAMPLES // config.training.batch_size))
     return config
 
 
@@ -95,12 +100,12 @@ class TinyDual(nn.Module):
 
 
 class _Pathway(nn.Module):
-    """Two strided ReLU convs and global average pooling."""
+    """Two strided ReLU convs without bias (the ResNet convention) and global average pooling."""
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv0")(x))
-        return nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv1")(x)).mean(axis=(1, 2))
+        x = nn.relu(nn.Conv(16, (3, 3), strides=2, use_bias=False, name="conv0")(x))
+        return nn.relu(nn.Conv(16, (3, 3), strides=2, use_bias=False, name="conv1")(x)).mean(axis=(1, 2))
 
 
 class FaultyPipeline:

@@ -34,109 +34,115 @@ def config(tfds_data_dir):
     return zoo_config(tfds_data_dir)
 
 
+@pytest.fixture(scope="module")
+def pipeline(tfds_data_dir):
+    """The zoo config's input pipeline, built once for the module."""
+    return build_input(zoo_config(tfds_data_dir))
+
+
 # ---- Healthy runs: no warning or error. ----
 
-def test_healthy_dual_pathway_resnet(config, tmp_path):
-    config.training.num_train_steps = 120
-    assert_healthy(findings_of(config, tmp_path))
+def test_healthy_dual_pathway_resnet(config, pipeline, tmp_path):
+    config.diagnostics.report = True
+    assert_healthy(findings_of(config, tmp_path, pipeline=pipeline))
     assert (tmp_path / "diagnostics" / "report.md").exists()
 
 
-def test_healthy_single_pathway_resnet(config, tmp_path):
+def test_healthy_single_pathway_resnet(config, pipeline, tmp_path):
     config.model.name = "resnet"
-    config.training.num_train_steps = 120
-    assert_healthy(findings_of(config, tmp_path))
+    assert_healthy(findings_of(config, tmp_path, pipeline=pipeline))
 
 
-def test_healthy_plain_cnn(config, tmp_path):
-    config.training.num_train_steps = 120
-    assert_healthy(findings_of(config, tmp_path, model=PlainCNN()))
+def test_healthy_plain_cnn(config, pipeline, tmp_path):
+    assert_healthy(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline))
 
 
 # ---- One fault each. ----
 
-def test_nonfinite_sgd_lr_50_without_clipping(config, tmp_path):
+def test_nonfinite_sgd_lr_50_without_clipping(config, pipeline, tmp_path):
     config.optimizer.update(name="sgd", learning_rate=50.0, grad_clip_norm=0.0)
     config.nan_recovery.enabled = False
-    assert_top(findings_of(config, tmp_path), "nonfinite")
+    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline), "nonfinite")
 
 
-def test_lr_too_high_adam_lr_0_1(config, tmp_path):
+def test_lr_too_high_adam_lr_0_1(config, pipeline, tmp_path):
     config.optimizer.update(name="adam", learning_rate=0.1, grad_clip_norm=0.0)
-    assert_top(findings_of(config, tmp_path), "lr_too_high")
+    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline), "lr_too_high")
 
 
-def test_lr_too_low_adam_lr_1e_7(config, tmp_path):
+def test_lr_too_low_adam_lr_1e_7(config, pipeline, tmp_path):
     config.optimizer.update(name="adam", learning_rate=1e-7)
     config.schedule.min_learning_rate = 0.0
-    assert_top(findings_of(config, tmp_path), "lr_too_low")
+    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline), "lr_too_low")
 
 
-def test_lr_decayed_too_early_plateau_patience_0_on_train_loss(config, tmp_path):
+def test_lr_decayed_too_early_plateau_patience_0_on_train_loss(config, pipeline, tmp_path):
     config.plateau.update(enabled=True, metric="train_loss", patience=0, threshold=0.0)
-    config.training.update(eval_every_epochs=5 / 375, log_every_steps=5)
-    assert_top(findings_of(config, tmp_path), "lr_decayed_too_early")
+    config.training.update(eval_every_epochs=5 / 128, log_every_steps=5)
+    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline), "lr_decayed_too_early")
 
 
 def test_lr_schedule_exhausted_decay_over_one_epoch_of_ten(config, tmp_path):
     config.data.train_split = "train[:320]"  # 10 steps an epoch, 80 steps = 8 epochs
     config.schedule.update(name="exponential", decay_rate=0.01, min_learning_rate=0.0)
     config.training.update(num_train_steps=80, eval_every_epochs=1.0)
-    assert_top(findings_of(config, tmp_path), "lr_schedule_exhausted")
+    assert_top(findings_of(config, tmp_path, model=PlainCNN()), "lr_schedule_exhausted")
 
 
-def test_chance_level_random_labels(config, tmp_path):
-    pipeline = FaultyPipeline(build_input(config), train_fault=random_labels)
-    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "chance_level")
+def test_chance_level_random_labels(config, pipeline, tmp_path):
+    faulty = FaultyPipeline(pipeline, train_fault=random_labels)
+    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=faulty), "chance_level")
 
 
-def test_one_class_collapse_output_bias_20(config, tmp_path):
+def test_one_class_collapse_output_bias_20(config, pipeline, tmp_path):
+    config.optimizer.update(name="sgd", learning_rate=0.01)  # Adam would unlearn the bias within 20 steps
     model = PlainCNN(output_bias=(20.0,) + (0.0,) * 9)
-    assert_top(findings_of(config, tmp_path, model=model), "one_class_collapse")
+    assert_top(findings_of(config, tmp_path, model=model, pipeline=pipeline), "one_class_collapse")
 
 
-def test_vanishing_gradients_deep_plain_sigmoid(config, tmp_path):
+def test_vanishing_gradients_deep_plain_sigmoid(config, pipeline, tmp_path):
     model = PlainCNN(depth=12, activation="sigmoid")
-    assert_top(findings_of(config, tmp_path, model=model), "vanishing_gradients")
+    assert_top(findings_of(config, tmp_path, model=model, pipeline=pipeline), "vanishing_gradients")
 
 
-def test_exploding_gradients_weights_times_30(config, tmp_path):
+def test_exploding_gradients_weights_times_30(config, pipeline, tmp_path):
     config.optimizer.grad_clip_norm = 0.0
     model = PlainCNN(depth=6, kernel_scale=30.0)
-    assert_top(findings_of(config, tmp_path, model=model), "exploding_gradients")
+    assert_top(findings_of(config, tmp_path, model=model, pipeline=pipeline), "exploding_gradients")
 
 
-def test_dead_units_conv_bias_minus_10(config, tmp_path):
-    assert_top(findings_of(config, tmp_path, model=PlainCNN(bias_init=-10.0)), "dead_units")
+def test_dead_units_conv_bias_minus_10(config, pipeline, tmp_path):
+    assert_top(findings_of(config, tmp_path, model=PlainCNN(bias_init=-10.0), pipeline=pipeline), "dead_units")
 
 
-def test_saturated_gates_gate_weights_times_50(config, tmp_path):
-    assert_top(findings_of(config, tmp_path, model=GatedCNN(gate_scale=50.0)), "saturated_gates")
+def test_saturated_gates_gate_weights_times_50(config, pipeline, tmp_path):
+    assert_top(findings_of(config, tmp_path, model=GatedCNN(gate_scale=50.0), pipeline=pipeline), "saturated_gates")
 
 
-def test_params_not_updating_stop_gradient_on_brightness(config, tmp_path):
-    assert_top(findings_of(config, tmp_path, model=TinyDual(stop_brightness=True)), "params_not_updating")
+def test_params_not_updating_stop_gradient_on_brightness(config, pipeline, tmp_path):
+    model = TinyDual(stop_brightness=True)
+    assert_top(findings_of(config, tmp_path, model=model, pipeline=pipeline), "params_not_updating")
 
 
-def test_pathway_imbalance_brightness_scaled_1e_4(config, tmp_path):
+def test_pathway_imbalance_brightness_scaled_1e_4(config, pipeline, tmp_path):
     def scale_brightness(batch, index):
         batch["brightness"] = batch["brightness"] * 1e-4
         return batch
 
-    pipeline = FaultyPipeline(build_input(config), train_fault=scale_brightness)
-    assert_top(findings_of(config, tmp_path, model=TinyDual(), pipeline=pipeline), "pathway_imbalance")
+    faulty = FaultyPipeline(pipeline, train_fault=scale_brightness)
+    assert_top(findings_of(config, tmp_path, model=TinyDual(), pipeline=faulty), "pathway_imbalance")
 
 
-def test_clipping_dominates_clip_norm_1e_4(config, tmp_path):
+def test_clipping_dominates_clip_norm_1e_4(config, pipeline, tmp_path):
     config.optimizer.grad_clip_norm = 1e-4
-    assert_top(findings_of(config, tmp_path), "clipping_dominates")
+    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "clipping_dominates")
 
 
-def test_over_regularization(config, tmp_path):
+def test_over_regularization(config, pipeline, tmp_path):
     config.optimizer.weight_decay = 0.5
     config.model.dropout = 0.9
     config.training.label_smoothing = 0.6
-    assert_top(findings_of(config, tmp_path), "over_regularization")
+    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "over_regularization")
 
 
 def test_overfitting_256_images_40_epochs(config, tmp_path):
@@ -148,23 +154,22 @@ def test_overfitting_256_images_40_epochs(config, tmp_path):
     assert_top(findings_of(config, tmp_path), "overfitting")
 
 
-def test_nan_skips_nan_injected_into_a_few_batches(config, tmp_path):
+def test_nan_skips_nan_injected_into_a_few_batches(config, pipeline, tmp_path):
     def poison(batch, index):
         if index in (7, 23, 41):
             batch["color"] = np.full_like(batch["color"], np.nan)
         return batch
 
-    pipeline = FaultyPipeline(build_input(config), train_fault=poison)
-    findings = findings_of(config, tmp_path, pipeline=pipeline)
+    findings = findings_of(config, tmp_path, model=PlainCNN(), pipeline=FaultyPipeline(pipeline, train_fault=poison))
     assert_top(findings, "nan_skips")
     assert findings[0].evidence["skipped_steps"] == 3
 
 
-def test_loss_plateau_lr_dropped_to_1e_9_mid_run(config, tmp_path):
+def test_loss_plateau_lr_dropped_to_1e_9_mid_run(config, pipeline, tmp_path):
     config.training.num_train_steps = 60
-    train_and_evaluate(config, str(tmp_path))
+    train_and_evaluate(config, str(tmp_path), model=PlainCNN(), pipeline=pipeline)
     resumed = config.copy_and_resolve_references()
     resumed.training.num_train_steps = 120
     resumed.optimizer.learning_rate = 1e-9  # the "fixed" config of a resumed run
     resumed.schedule.min_learning_rate = 0.0
-    assert_top(findings_of(resumed, tmp_path), "loss_plateau")
+    assert_top(findings_of(resumed, tmp_path, model=PlainCNN(), pipeline=pipeline), "loss_plateau")

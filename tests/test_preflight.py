@@ -23,21 +23,29 @@ def config(tfds_data_dir):
     return config
 
 
-def check(config, name, *, model=None, pipeline=None, workdir=None):
+@pytest.fixture(scope="module")
+def shared_pipeline(tfds_data_dir):
+    """The zoo config's input pipeline, built once (tf.data iterators are created per call)."""
+    return build_input(zoo_config(tfds_data_dir))
+
+
+def check(config, name, *, model=None, pipeline=None):
     """The result of one check on the experiment built from `config` and the overrides."""
     experiment = build_experiment(config, model=model, pipeline=pipeline)
-    (result,) = run_preflight(experiment, workdir, checks=(name,))
+    (result,) = run_preflight(experiment, checks=(name,))
     assert result.id == name
     return result
 
 
-def faulty(config, train_fault=None, eval_fault=None):
-    return FaultyPipeline(build_input(config), train_fault=train_fault, eval_fault=eval_fault)
+@pytest.fixture
+def faulty(shared_pipeline):
+    """`faulty(train_fault, eval_fault)`: the shared pipeline with the faults."""
+    return lambda train_fault=None, eval_fault=None: FaultyPipeline(shared_pipeline, train_fault, eval_fault)
 
 
 @pytest.mark.slow
-def test_healthy_config_passes_every_check_and_writes_preflight_json(config, tmp_path):
-    results = run_preflight(build_experiment(config), str(tmp_path))
+def test_healthy_config_passes_every_check_and_writes_preflight_json(config, shared_pipeline, tmp_path):
+    results = run_preflight(build_experiment(config, pipeline=shared_pipeline), str(tmp_path))
     assert [r.id for r in results] == list(CHECKS)
     assert {r.id: r.status for r in results} == {name: "PASS" for name in CHECKS}, [r.message for r in results]
     saved = json.loads((tmp_path / "preflight.json").read_text())
@@ -45,31 +53,31 @@ def test_healthy_config_passes_every_check_and_writes_preflight_json(config, tmp
     assert (tmp_path / "diagnostics" / "lr_find.png").stat().st_size > 1000
 
 
-def test_data_nonfinite_nan_pixels(config):
+def test_data_nonfinite_nan_pixels(config, faulty):
     def nan_pixels(batch, index):
         batch["color"] = batch["color"].copy()
         batch["color"][3, 5:9, 5:9] = np.nan
         return batch
 
-    result = check(config, "data_nonfinite", pipeline=faulty(config, nan_pixels))
+    result = check(config, "data_nonfinite", pipeline=faulty(nan_pixels))
     assert result.status == "FAIL" and result.evidence["train_color"] == 4 * 4 * 3 * 4  # 4 sampled batches
 
 
-def test_data_range_images_fed_as_0_255(config):
+def test_data_range_images_fed_as_0_255(config, faulty):
     def unnormalized(batch, index):
         batch["color"] = np.round(batch["color"] * 60 + 127)  # 0-255 floats
         return batch
 
-    result = check(config, "data_range", pipeline=faulty(config, unnormalized))
+    result = check(config, "data_range", pipeline=faulty(unnormalized))
     assert result.status == "FAIL" and result.evidence["max_abs"] > 200
 
 
-def test_labels_out_of_range_one_based(config):
-    def one_based(batch, index):
+def test_labels_out_of_range_one_based(config, faulty):
+    def one_based(batch, index=None):
         batch["label"] = batch["label"] + 1
         return batch
 
-    result = check(config, "labels_out_of_range", pipeline=faulty(config, one_based, one_based))
+    result = check(config, "labels_out_of_range", pipeline=faulty(one_based, one_based))
     assert result.status == "FAIL" and result.evidence["max"] == 10
 
 
@@ -105,54 +113,55 @@ def test_split_overlap_eval_is_a_slice_of_train(config):
     assert result.status == "FAIL" and result.evidence["also_in_train"] == 512
 
 
-def test_transform_leak_augmentation_at_eval(config):
+def test_transform_leak_augmentation_at_eval(config, faulty):
     rng = np.random.default_rng(0)
 
     def augmented(batch):
         batch["color"] = np.roll(batch["color"], rng.integers(1, 4), axis=2)  # a random shift
         return batch
 
-    assert check(config, "transform_leak", pipeline=faulty(config, eval_fault=augmented)).status == "FAIL"
+    assert check(config, "transform_leak", pipeline=faulty(eval_fault=augmented)).status == "FAIL"
 
 
-def test_pathway_inputs_brightness_from_another_crop(config):
+def test_pathway_inputs_brightness_from_another_crop(config, faulty):
     def shifted_brightness(batch, index):
         batch["brightness"] = np.roll(batch["brightness"], 2, axis=1)
         return batch
 
-    result = check(config, "pathway_inputs", pipeline=faulty(config, shifted_brightness))
+    result = check(config, "pathway_inputs", pipeline=faulty(shifted_brightness))
     assert result.status == "FAIL" and result.evidence["max_abs_luma_error"] > 0.1
 
 
-def test_init_loss_logits_times_100(config):
-    result = check(config, "init_loss", model=PlainCNN(logit_scale=100.0))
+def test_init_loss_logits_times_100(config, shared_pipeline):
+    result = check(config, "init_loss", model=PlainCNN(logit_scale=100.0), pipeline=shared_pipeline)
     assert result.status == "FAIL" and result.evidence["ratio"] > 3
 
 
-def test_output_probabilities_softmax_in_the_head(config):
-    assert check(config, "output_probabilities", model=PlainCNN(softmax_head=True)).status == "FAIL"
+def test_output_probabilities_softmax_in_the_head(config, shared_pipeline):
+    result = check(config, "output_probabilities", model=PlainCNN(softmax_head=True), pipeline=shared_pipeline)
+    assert result.status == "FAIL"
 
 
-def test_gradient_reach_module_outside_the_loss(config):
-    result = check(config, "gradient_reach", model=PlainCNN(unused_branch=True))
+def test_gradient_reach_module_outside_the_loss(config, shared_pipeline):
+    result = check(config, "gradient_reach", model=PlainCNN(unused_branch=True), pipeline=shared_pipeline)
     assert result.status == "FAIL" and result.evidence["unreached"] == ["unused"]
 
 
-def test_overfit_one_batch_labels_permuted_between_draws(config):
+def test_overfit_one_batch_labels_permuted_between_draws(config, faulty):
     calls = iter(range(10_000))
 
     def permuted(batch, index):
         batch["label"] = np.random.default_rng(next(calls)).permutation(batch["label"])
         return batch
 
-    result = check(config, "overfit_one_batch", pipeline=faulty(config, permuted))
+    result = check(config, "overfit_one_batch", pipeline=faulty(permuted))
     assert result.status == "FAIL" and result.evidence["labels_change_between_draws"]
 
 
-def test_lr_range_configured_lr_100x_the_suggestion(config):
-    suggestion = check(config, "lr_range").evidence["suggested"]
+def test_lr_range_configured_lr_100x_the_suggestion(config, shared_pipeline):
+    suggestion = check(config, "lr_range", pipeline=shared_pipeline).evidence["suggested"]
     config.optimizer.learning_rate = 100 * suggestion
-    result = check(config, "lr_range")
+    result = check(config, "lr_range", pipeline=shared_pipeline)
     assert result.status == "FAIL" and result.evidence["configured_over_suggested"] == pytest.approx(100, rel=1e-6)
 
 

@@ -77,13 +77,17 @@ def _override(key: str, value) -> str:
 # Non-finite: more than this share of steps skipped, or the loss still non-finite at the end, is a divergence,
 # not a few bad batches (nan_skips).
 NONFINITE_SKIP_SHARE = 0.2
-# lr_too_high: Adam/SGD updates beyond ~10% of the weights per step destroy what was learned (healthy runs:
-# 1e-3..2e-2 early, less later); the loss must also fail to fall (last train loss above this share of the first).
+# lr_too_high: Adam/SGD updates beyond ~10% of the weights per step (largest per-record median) destroy what was
+# learned (healthy runs: 1e-3..2e-2 early, less later); the loss must also fail to fall (last train loss above
+# this share of the first).
 HIGH_UPDATE_RATIO = 0.1
 HIGH_LR_LOSS_SHARE = 0.8
 # lr_too_low: updates below 1e-5 of the weights move nothing within a run (healthy: >= 1e-4).
+# (the largest per-record median: the peak of the schedule); the loss changes by less than 5% (batch noise of
+# small runs alone is ~2%), and the median LR is still >= 10% of the configured peak.
 LOW_UPDATE_RATIO = 1e-5
-LOW_LR_LOSS_CHANGE = 0.02
+LOW_LR_LOSS_CHANGE = 0.05
+LOW_LR_NOT_DECAYED = 0.1
 # lr_decayed_too_early: cuts in the first half of the run while the loss still fell this much per record, or
 # this many cuts in all (a plateau scheduler reacting to noise).
 EARLY_CUT_LOSS_DROP = 0.02
@@ -91,10 +95,11 @@ MANY_CUTS = 3
 # lr_schedule_exhausted: LR below 1% of its peak before half of the run.
 EXHAUSTED_LR_SHARE = 0.01
 EXHAUSTED_RUN_SHARE = 0.5
-# chance_level: after the first 20% of the run, loss within 5% of ln K and accuracy below 1.5 / K.
+# chance_level: after the first 20% of the run, loss within 2% of ln K and accuracy below 1.3 / K (a slow but
+# learning model is below ln K by more than 2% within a few hundred steps).
 CHANCE_AFTER_SHARE = 0.2
-CHANCE_LOSS_TOLERANCE = 0.05
-CHANCE_ACCURACY_FACTOR = 1.5
+CHANCE_LOSS_TOLERANCE = 0.02
+CHANCE_ACCURACY_FACTOR = 1.3
 # one_class_collapse: one class gets > 80% of predictions while no class has more than half of the labels.
 COLLAPSE_PREDICTED_SHARE = 0.8
 COLLAPSE_LABEL_SHARE = 0.5
@@ -123,9 +128,10 @@ HEAVY_LABEL_SMOOTHING = 0.3
 OVERFIT_LOSS_RISE = 1.2
 OVERFIT_EVALS_SINCE_BEST = 3
 OVERFIT_GAP = 0.15
-# loss_plateau: the last >= 3 records (>= 30% of them) flat within 1% while the LR there is < 1e-3 of the
-# largest LR seen before: a stall from a collapsed LR, not a healthy end-of-cosine flattening.
-PLATEAU_RELATIVE_CHANGE = 0.01
+# loss_plateau: the last >= 3 records (>= 30% of them) have an LR < 1e-3 of the largest LR before them and a
+# loss flat within a 3% band (batch noise): a stall from a collapsed LR. A cosine schedule spends only its last
+# ~2% of records below 1e-3 of its peak, so a healthy end-of-run flattening does not qualify.
+PLATEAU_BAND = 0.03
 PLATEAU_MIN_RECORDS = 3
 PLATEAU_RUN_SHARE = 0.3
 PLATEAU_LR_SHARE = 1e-3
@@ -201,9 +207,13 @@ def _module_stat(record: dict, stat: str) -> dict[str, float]:
     return {m: _float(_get(s, stat, "mean")) for m, s in (record.get("modules") or {}).items()}
 
 
-def _median_update_ratio(run: RunRecords) -> float:
-    values = [v for r in run.train for v in _module_stat(r, "update_ratio").values() if math.isfinite(v)]
-    return float(np.median(values)) if values else math.nan
+def _update_ratios(run: RunRecords) -> np.ndarray:
+    """Per record, the median update/parameter ratio over the modules that were updated."""
+    medians = []
+    for record in run.train:
+        values = [v for v in _module_stat(record, "update_ratio").values() if math.isfinite(v) and v > 0]
+        medians.append(float(np.median(values)) if values else math.nan)
+    return np.asarray(medians)
 
 
 def _loss_change(run: RunRecords) -> tuple[float, float]:
@@ -216,14 +226,14 @@ def lr_too_high(run: RunRecords) -> list[Finding]:
     """Huge update/parameter ratios and a loss that does not fall (or climbs)."""
     if len(run.train) < 2:
         return []
-    ratio = _median_update_ratio(run)
+    ratio = float(np.nanmax(_update_ratios(run))) if np.isfinite(_update_ratios(run)).any() else math.nan
     first, last = _loss_change(run)
     if not (ratio > HIGH_UPDATE_RATIO and last > HIGH_LR_LOSS_SHARE * first):
         return []
     lr = _lr(run)
     return [Finding(
         "lr_too_high", "error",
-        f"Updates are {ratio:.2g} of the weights per step (median over modules) and the loss went from "
+        f"Updates reach {ratio:.2g} of the weights per step (median over modules) and the loss went from "
         f"{first:.3f} to {last:.3f}.",
         "Each step changes the weights by a large fraction of their size, so the optimizer overshoots and the loss "
         "oscillates or climbs instead of falling. Healthy runs update weights by about 1e-3 of their norm per step.",
@@ -236,10 +246,14 @@ def lr_too_low(run: RunRecords) -> list[Finding]:
     """Loss barely moves and updates are vanishingly small relative to the weights."""
     if len(run.train) < 2:
         return []
-    ratio = _median_update_ratio(run)
+    ratios = _update_ratios(run)
+    ratio = float(np.nanmax(ratios)) if np.isfinite(ratios).any() else math.nan
     first, last = _loss_change(run)
     change = abs(first - last) / max(abs(first), 1e-12)
-    if not (ratio < LOW_UPDATE_RATIO and change < LOW_LR_LOSS_CHANGE):
+    lrs = _series(run.train, "scalars", "learning_rate", "mean")
+    # A schedule that decayed to nothing is lr_schedule_exhausted, not a too-small configured LR.
+    not_decayed = np.nanmedian(lrs) >= LOW_LR_NOT_DECAYED * _float(run.train[-1].get("peak_learning_rate"))
+    if not (ratio < LOW_UPDATE_RATIO and change < LOW_LR_LOSS_CHANGE and not_decayed):
         return []
     lr = _lr(run)
     return [Finding(
@@ -350,7 +364,7 @@ def one_class_collapse(run: RunRecords) -> list[Finding]:
         return []
     name = last.get("class_names", [str(top)] * (top + 1))[top]
     return [Finding(
-        "one_class_collapse", "error",
+        "one_class_collapse", "warning",
         f"{predicted[top]:.0%} of eval predictions are class {name!r}, which holds {labels[top]:.0%} of the labels.",
         "The model predicts (almost) one class for everything. Typical causes: a huge output bias or logit scale at "
         "initialization, extreme class imbalance without weighting, or a learning rate that drove the head into "
@@ -377,11 +391,12 @@ def vanishing_gradients(run: RunRecords) -> list[Finding]:
     if len(modules) < 3 or not np.isfinite(norms).all():
         return []
     early, late = norms[0], np.max(norms[len(norms) // 2:])
-    if not (early < VANISHING_NORM and late > GRADIENT_RATIO * max(early, 1e-30)):
+    # A zero gradient is no vanishing gradient but a cut graph or dead units (params_not_updating, dead_units).
+    if not (0 < early < VANISHING_NORM and late > GRADIENT_RATIO * early):
         return []
     return [Finding(
         "vanishing_gradients", "error",
-        f"Gradient norm at the input end ({modules[0]}: {early:.2g}) is {late / max(early, 1e-30):.2g}x smaller "
+        f"Gradient norm at the input end ({modules[0]}: {early:.2g}) is {late / early:.2g}x smaller "
         f"than near the output ({late:.2g}).",
         "Gradients shrink layer by layer on their way back, so the early layers do not learn. Saturating "
         "activations (sigmoid/tanh) in a deep stack without normalization or residual connections are the classic "
@@ -469,7 +484,7 @@ def params_not_updating(run: RunRecords) -> list[Finding]:
     if not frozen or len(frozen) == len(modules):
         return []
     return [Finding(
-        "params_not_updating", "warning",
+        "params_not_updating", "error",
         f"{len(frozen)} of {len(modules)} modules never received a non-zero gradient or update: "
         f"{', '.join(frozen[:5])}{' …' if len(frozen) > 5 else ''}.",
         "These parameters are cut off from the loss (a stop_gradient, a branch whose output is not used, a frozen "
@@ -583,33 +598,35 @@ def loss_plateau(run: RunRecords) -> list[Finding]:
     """A long flat stretch at the end of the run under a collapsed learning rate."""
     losses = _series(run.train, "scalars", "loss", "mean")
     lrs = _series(run.train, "scalars", "learning_rate", "mean")
-    if len(losses) < PLATEAU_MIN_RECORDS + 1 or not np.isfinite(losses).all():
+    if len(losses) < PLATEAU_MIN_RECORDS + 1 or not np.isfinite(losses).all() or not np.isfinite(lrs).all():
         return []
-    start = len(losses) - 1
-    while start > 0 and abs(losses[start] - losses[start - 1]) < PLATEAU_RELATIVE_CHANGE * abs(losses[start - 1]):
+    start = len(lrs)  # first record of the trailing stretch whose LR collapsed below the earlier peak
+    while start > 1 and lrs[start - 1] < PLATEAU_LR_SHARE * np.max(lrs[:start - 1]):
         start -= 1
-    length = len(losses) - start
-    if start == 0 or length < max(PLATEAU_MIN_RECORDS, PLATEAU_RUN_SHARE * len(losses)):
+    stretch = losses[start:]
+    if len(stretch) < max(PLATEAU_MIN_RECORDS, PLATEAU_RUN_SHARE * len(losses)):
         return []
-    earlier_lr, stretch_lr = np.nanmax(lrs[:start + 1]), np.nanmax(lrs[start + 1:])
-    if not stretch_lr < PLATEAU_LR_SHARE * earlier_lr:
+    if not stretch.max() <= (1 + PLATEAU_BAND) * stretch.min():
         return []
+    earlier_lr, stretch_lr = float(np.max(lrs[:start])), float(np.max(lrs[start:]))
     steps = (int(run.train[start]["step"]), int(run.train[-1]["step"]))
     return [Finding(
         "loss_plateau", "warning",
-        f"The loss stayed at {losses[start]:.3f} (within {PLATEAU_RELATIVE_CHANGE:.0%}) from step {steps[0]} to "
-        f"{steps[1]} while the LR was {stretch_lr:.2g}, {stretch_lr / earlier_lr:.1e} of the {earlier_lr:.2g} "
-        "used before.",
+        f"The loss stayed within {PLATEAU_BAND:.0%} of {stretch.mean():.3f} from step {steps[0]} to {steps[1]} "
+        f"({len(stretch)} of {len(losses)} records) while the LR was at most {stretch_lr:.2g}, "
+        f"{stretch_lr / earlier_lr:.1e} of the {earlier_lr:.2g} used before.",
         "Training stalled: the learning rate collapsed mid-run (a changed config on resume, an aggressive decay or "
         "plateau cut) and the loss stopped improving long before the end.",
-        {"plateau_loss": losses[start], "records": length, "lr_before": earlier_lr, "lr_during": stretch_lr},
+        {"plateau_loss": float(stretch.mean()), "records": len(stretch), "lr_before": earlier_lr,
+         "lr_during": stretch_lr},
         (_override("optimizer.learning_rate", _fmt(earlier_lr)), _override("schedule.name", "warmup_cosine")),
         steps=steps)]
 
 
 # Catalog order. PRIORITY breaks ties between equally severe findings: root causes before their symptoms
-# (exploding gradients cause non-finite losses; dead units cause zero gradients; a wrong LR, a collapse or
-# over-regularization explain a chance-level loss).
+# (exploding gradients cause non-finite losses; dead units cause zero gradients; a wrong LR or
+# over-regularization explains a chance-level loss; a diverged or stalled run often predicts one class, so
+# one_class_collapse comes late).
 RULES: dict[str, Callable[[RunRecords], list[Finding]]] = {
     "nonfinite": nonfinite, "lr_too_high": lr_too_high, "lr_too_low": lr_too_low,
     "lr_decayed_too_early": lr_decayed_too_early, "lr_schedule_exhausted": lr_schedule_exhausted,
@@ -620,7 +637,7 @@ RULES: dict[str, Callable[[RunRecords], list[Finding]]] = {
     "over_regularization": over_regularization, "overfitting": overfitting, "nan_skips": nan_skips,
     "loss_plateau": loss_plateau,
 }
-PRIORITY = ("exploding_gradients", "vanishing_gradients", "dead_units", "saturated_gates", "one_class_collapse",
-            "over_regularization", "lr_too_high", "lr_too_low", "nonfinite", "params_not_updating",
-            "pathway_imbalance", "chance_level", "clipping_dominates", "lr_schedule_exhausted", "lr_decayed_too_early",
-            "loss_plateau", "nan_skips", "overfitting")
+PRIORITY = ("exploding_gradients", "vanishing_gradients", "dead_units", "saturated_gates", "over_regularization",
+            "lr_too_high", "lr_too_low", "nonfinite", "params_not_updating", "pathway_imbalance", "chance_level",
+            "clipping_dominates", "lr_schedule_exhausted", "lr_decayed_too_early", "loss_plateau", "nan_skips",
+            "one_class_collapse", "overfitting")

@@ -174,18 +174,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
             trainer = _Trainer(experiment, workdir, manager, stop)
             state = trainer.run()
         if trainer.finished and config.diagnostics.enabled and jax.process_index() == 0:
-            _report(workdir, trainer.writer)
+            _report(workdir, trainer.writer, plots=config.diagnostics.report)
         return state
 
 
-def _report(workdir: str, writer) -> None:
-    """Analyzes the finished run: logs the findings, writes findings.json, report.md and its images."""
+def _report(workdir: str, writer, plots: bool) -> None:
+    """Analyzes the finished run: logs the findings, writes findings.json and (with `plots`) report.md and its
+    images."""
     from visioncore_jax.diagnostics import analyzer, report
 
     run = analyzer.load_records(workdir)
     findings = analyzer.analyze_records(run)
     analyzer.write_findings(workdir, findings)
     logging.info("Diagnostics of %s:\n%s", workdir, analyzer.format_findings(findings))
+    if not plots:
+        return
     path = report.write_report(workdir, run.train, run.eval, findings)
     if run.train:
         report.write_report_images(writer, run.train[-1]["step"], report.render_figures(run.train, run.eval))
