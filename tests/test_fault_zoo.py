@@ -4,6 +4,7 @@ data through the public API, must be the top-severity finding; healthy runs must
 import numpy as np
 import pytest
 
+from configs import seg_cbam
 from tests.fault_zoo import FaultyPipeline, GatedCNN, PlainCNN, TinyDual, random_labels, zoo_config
 from visioncore_jax import diagnostics
 from visioncore_jax.data import build_input
@@ -53,8 +54,15 @@ def test_healthy_single_pathway_resnet(config, pipeline, tmp_path):
     assert_healthy(findings_of(config, tmp_path, pipeline=pipeline))
 
 
-def test_healthy_plain_cnn(config, pipeline, tmp_path):
-    assert_healthy(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline))
+def test_healthy_cbam_unet_segmentation(tfds_data_dir, tmp_path):
+    config = seg_cbam.get_config()
+    config.data.update(data_dir=tfds_data_dir, eval_split="test[:256]")
+    config.model.unet.widths = (8, 16)
+    config.schedule.warmup_epochs = 0.0
+    config.diagnostics.report = False
+    config.training.update(num_epochs=-1, num_train_steps=40, batch_size=32, eval_batch_size=256,
+                           log_every_steps=10, eval_every_epochs=10 / 125)
+    assert_healthy(findings_of(config, tmp_path))
 
 
 # ---- One fault each. ----
@@ -62,12 +70,12 @@ def test_healthy_plain_cnn(config, pipeline, tmp_path):
 def test_nonfinite_sgd_lr_50_without_clipping(config, pipeline, tmp_path):
     config.optimizer.update(name="sgd", learning_rate=50.0, grad_clip_norm=0.0)
     config.nan_recovery.enabled = False
-    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline), "nonfinite")
+    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "nonfinite")
 
 
 def test_lr_too_high_adam_lr_0_1(config, pipeline, tmp_path):
     config.optimizer.update(name="adam", learning_rate=0.1, grad_clip_norm=0.0)
-    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline), "lr_too_high")
+    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "lr_too_high")
 
 
 def test_lr_too_low_adam_lr_1e_7(config, pipeline, tmp_path):
@@ -79,14 +87,14 @@ def test_lr_too_low_adam_lr_1e_7(config, pipeline, tmp_path):
 def test_lr_decayed_too_early_plateau_patience_0_on_train_loss(config, pipeline, tmp_path):
     config.plateau.update(enabled=True, metric="train_loss", patience=0, threshold=0.0)
     config.training.update(eval_every_epochs=5 / 128, log_every_steps=5)
-    assert_top(findings_of(config, tmp_path, model=PlainCNN(), pipeline=pipeline), "lr_decayed_too_early")
+    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "lr_decayed_too_early")
 
 
 def test_lr_schedule_exhausted_decay_over_one_epoch_of_ten(config, tmp_path):
     config.data.train_split = "train[:320]"  # 10 steps an epoch, 80 steps = 8 epochs
     config.schedule.update(name="exponential", decay_rate=0.01, min_learning_rate=0.0)
     config.training.update(num_train_steps=80, eval_every_epochs=1.0)
-    assert_top(findings_of(config, tmp_path, model=PlainCNN()), "lr_schedule_exhausted")
+    assert_top(findings_of(config, tmp_path), "lr_schedule_exhausted")
 
 
 def test_chance_level_random_labels(config, pipeline, tmp_path):
@@ -160,16 +168,16 @@ def test_nan_skips_nan_injected_into_a_few_batches(config, pipeline, tmp_path):
             batch["color"] = np.full_like(batch["color"], np.nan)
         return batch
 
-    findings = findings_of(config, tmp_path, model=PlainCNN(), pipeline=FaultyPipeline(pipeline, train_fault=poison))
+    findings = findings_of(config, tmp_path, pipeline=FaultyPipeline(pipeline, train_fault=poison))
     assert_top(findings, "nan_skips")
     assert findings[0].evidence["skipped_steps"] == 3
 
 
 def test_loss_plateau_lr_dropped_to_1e_9_mid_run(config, pipeline, tmp_path):
     config.training.num_train_steps = 60
-    train_and_evaluate(config, str(tmp_path), model=PlainCNN(), pipeline=pipeline)
+    train_and_evaluate(config, str(tmp_path), pipeline=pipeline)
     resumed = config.copy_and_resolve_references()
     resumed.training.num_train_steps = 120
     resumed.optimizer.learning_rate = 1e-9  # the "fixed" config of a resumed run
     resumed.schedule.min_learning_rate = 0.0
-    assert_top(findings_of(resumed, tmp_path, model=PlainCNN(), pipeline=pipeline), "loss_plateau")
+    assert_top(findings_of(resumed, tmp_path, pipeline=pipeline), "loss_plateau")

@@ -34,57 +34,95 @@ def _get(mapping, *keys, default=None):
     return mapping
 
 
-def _series(records: list[dict], *keys) -> np.ndarray:
-    """One value per record (NaN where missing)."""
-    return np.asarray([_float(_get(r, *keys)) for r in records], np.float64)
-
-
 def _float(value) -> float:
+    """`value` as a float, NaN when it is missing or not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
 
 
+def _series(records: list[dict], *keys) -> np.ndarray:
+    """One value per record (NaN where missing)."""
+    return np.asarray([_float(_get(r, *keys)) for r in records], np.float64)
+
+
+def _finite_stat(reduce: Callable, values) -> float:
+    """`reduce` over the finite entries of `values`; NaN (and no NumPy warning) when there are none."""
+    values = np.asarray(values, np.float64).ravel()
+    values = values[np.isfinite(values)]
+    return float(reduce(values)) if values.size else math.nan
+
+
+def _step(record: dict) -> int:
+    """The record's step (0 when missing)."""
+    step = _float(record.get("step"))
+    return int(step) if math.isfinite(step) else 0
+
+
 def _config(run: RunRecords, *keys, default=None):
+    """A value of the run's config (config.json), `default` when the run has none."""
     return _get(run.config, *keys, default=default)
 
 
 def _num_classes(run: RunRecords) -> int:
-    if run.train and run.train[-1].get("num_classes"):
-        return int(run.train[-1]["num_classes"])
-    return len(run.eval[-1]["class_names"]) if run.eval else 0
+    """K from the train records, else from the eval records' class names; 0 when unknown."""
+    k = _float(run.train[-1].get("num_classes")) if run.train else math.nan
+    if math.isfinite(k) and k > 0:
+        return int(k)
+    return len(run.eval[-1].get("class_names") or []) if run.eval else 0
+
+
+def _num_train_steps(run: RunRecords) -> int:
+    """The planned length of the run in steps (the last step when not recorded)."""
+    planned = _float(run.train[-1].get("num_train_steps")) if run.train else math.nan
+    return int(planned) if math.isfinite(planned) and planned > 0 else max(_step(run.train[-1]), 1)
 
 
 def _steps(records: list[dict]) -> tuple[int, int] | None:
-    return (int(records[0].get("first_step", records[0]["step"])), int(records[-1]["step"])) if records else None
+    """(first, last) step covered by `records`."""
+    if not records:
+        return None
+    first = _float(records[0].get("first_step"))
+    return (int(first) if math.isfinite(first) else _step(records[0]), _step(records[-1]))
 
 
 def _fmt(value: float) -> str:
+    """A number as a config override value (3 significant digits)."""
     return f"{value:.3g}"
 
 
 def _lr(run: RunRecords) -> float:
-    return _float(_config(run, "optimizer", "learning_rate", default=math.nan))
+    """The configured peak LR: the records' (current even after a resume with a changed config), else the
+    config's."""
+    recorded = _float(run.train[-1].get("peak_learning_rate")) if run.train else math.nan
+    return recorded if math.isfinite(recorded) else _float(_config(run, "optimizer", "learning_rate"))
 
 
 def _override(key: str, value) -> str:
+    """A config override as pasted on the command line."""
     return f"--config.{key}={value}"
+
+
+def _lr_override(run: RunRecords, factor: float) -> tuple[str, ...]:
+    """The LR override `factor` x the configured LR (none when the LR is unknown)."""
+    lr = _lr(run)
+    return (_override("optimizer.learning_rate", _fmt(lr * factor)),) if math.isfinite(lr) and lr > 0 else ()
 
 
 # ---- Thresholds. ----
 
-# Non-finite: more than this share of steps skipped, or the loss still non-finite at the end, is a divergence,
-# not a few bad batches (nan_skips).
+# nonfinite: more than this share of steps skipped, the loss still non-finite at the end, or a NaN rollback (10
+# skips in a row) is a divergence, not a few bad batches (nan_skips: the NaN-injection fault skips 3 of 60 steps).
 NONFINITE_SKIP_SHARE = 0.2
 # lr_too_high: Adam/SGD updates beyond ~10% of the weights per step (largest per-record median) destroy what was
 # learned (healthy runs: 1e-3..2e-2 early, less later); the loss must also fail to fall (last train loss above
 # this share of the first).
 HIGH_UPDATE_RATIO = 0.1
 HIGH_LR_LOSS_SHARE = 0.8
-# lr_too_low: updates below 1e-5 of the weights move nothing within a run (healthy: >= 1e-4).
-# (the largest per-record median: the peak of the schedule); the loss changes by less than 5% (batch noise of
-# small runs alone is ~2%), and the median LR is still >= 10% of the configured peak.
+# lr_too_low: updates below 1e-5 of the weights (the largest per-record median: the peak of the schedule) move
+# nothing within a run (healthy: >= 1e-4); the loss changes by less than 5% (batch noise of small runs alone is
+# ~2%), and the median LR is still >= 10% of the configured peak (else it is a schedule problem).
 LOW_UPDATE_RATIO = 1e-5
 LOW_LR_LOSS_CHANGE = 0.05
 LOW_LR_NOT_DECAYED = 0.1
@@ -92,19 +130,24 @@ LOW_LR_NOT_DECAYED = 0.1
 # this many cuts in all (a plateau scheduler reacting to noise).
 EARLY_CUT_LOSS_DROP = 0.02
 MANY_CUTS = 3
-# lr_schedule_exhausted: LR below 1% of its peak before half of the run.
+# lr_schedule_exhausted: LR below 1% of its peak before half of the run; an error before a quarter of it (most
+# of the run is wasted).
 EXHAUSTED_LR_SHARE = 0.01
 EXHAUSTED_RUN_SHARE = 0.5
-# chance_level: after the first 20% of the run, loss within 2% of ln K and accuracy below 1.3 / K (a slow but
-# learning model is below ln K by more than 2% within a few hundred steps).
+EXHAUSTED_ERROR_SHARE = 0.25
+# chance_level: after the first 20% of the run, loss between 2% below and 15% above ln K (noisy fits of random
+# labels sit above it) and accuracy below 1.3 / K (a slow but learning model is more than 2% below ln K
+# within a few hundred steps).
 CHANCE_AFTER_SHARE = 0.2
-CHANCE_LOSS_TOLERANCE = 0.02
+CHANCE_LOSS_BELOW, CHANCE_LOSS_ABOVE = 0.02, 0.15
 CHANCE_ACCURACY_FACTOR = 1.3
 # one_class_collapse: one class gets > 80% of predictions while no class has more than half of the labels.
 COLLAPSE_PREDICTED_SHARE = 0.8
 COLLAPSE_LABEL_SHARE = 0.5
 # vanishing / exploding: per-module gradient norms (forward order) differing by more than 1e3 between the
-# input and output ends; vanishing also needs the early norms tiny, exploding a huge global norm at the start.
+# input and output ends; vanishing also needs the early norms tiny (healthy: 1e-2..1), exploding a global norm
+# above 1e3 (healthy: 0.5..5) at the first step, or reached by growing 1e3x in a run that stayed finite (a
+# diverged run is `nonfinite`).
 GRADIENT_RATIO = 1e3
 VANISHING_NORM = 1e-4
 EXPLODING_NORM = 1e3
@@ -314,7 +357,7 @@ def lr_schedule_exhausted(run: RunRecords) -> list[Finding]:
     step = int(run.train[low[0]]["step"])
     schedule = _config(run, "schedule", "name", default="?")
     return [Finding(
-        "lr_schedule_exhausted", "warning",
+        "lr_schedule_exhausted", "error" if step < EXHAUSTED_ERROR_SHARE * num_train_steps else "warning",
         f"The {schedule} schedule's LR fell below {EXHAUSTED_LR_SHARE:.0%} of its peak by step {step}, "
         f"{step / num_train_steps:.0%} into a {num_train_steps}-step run.",
         "The schedule's length does not match the run: most of the run trains with an almost-zero learning rate. "
@@ -338,7 +381,8 @@ def chance_level(run: RunRecords) -> list[Finding]:
     accuracy = _float(run.eval[-1].get("accuracy")) if run.eval else _float(_get(late[-1], "scalars", "accuracy",
                                                                                   "mean"))
     chance_loss = math.log(k)
-    if not (abs(loss - chance_loss) < CHANCE_LOSS_TOLERANCE * chance_loss and accuracy < CHANCE_ACCURACY_FACTOR / k):
+    near_chance = (1 - CHANCE_LOSS_BELOW) * chance_loss < loss < (1 + CHANCE_LOSS_ABOVE) * chance_loss
+    if not (near_chance and accuracy < CHANCE_ACCURACY_FACTOR / k):
         return []
     return [Finding(
         "chance_level", "error",
@@ -638,6 +682,6 @@ RULES: dict[str, Callable[[RunRecords], list[Finding]]] = {
     "loss_plateau": loss_plateau,
 }
 PRIORITY = ("exploding_gradients", "vanishing_gradients", "dead_units", "saturated_gates", "over_regularization",
-            "lr_too_high", "lr_too_low", "nonfinite", "params_not_updating", "pathway_imbalance", "chance_level",
-            "clipping_dominates", "lr_schedule_exhausted", "lr_decayed_too_early", "loss_plateau", "nan_skips",
-            "one_class_collapse", "overfitting")
+            "lr_too_high", "lr_too_low", "lr_schedule_exhausted", "nonfinite", "params_not_updating",
+            "pathway_imbalance", "chance_level", "clipping_dominates", "lr_decayed_too_early", "loss_plateau",
+            "nan_skips", "one_class_collapse", "overfitting")
