@@ -14,6 +14,8 @@ def _read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         lines = f.readlines()
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -21,8 +23,9 @@ def _read_jsonl(path: str) -> list[dict]:
                 break
             raise ValueError(f"{path}:{number} is not valid JSON; the file is corrupt. Delete it and rerun the "
                              "training command to rewrite it from the checkpoints on.") from None
-        if record.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{path}:{number} has schema_version {record.get('schema_version')!r}; this version of "
+        version = record.get("schema_version") if isinstance(record, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{path}:{number} has schema_version {version!r}; this version of "
                              f"visioncore_jax reads version {SCHEMA_VERSION}. Analyze it with the version that "
                              "wrote it.")
         records.append(record)
@@ -43,15 +46,19 @@ def load_records(workdir: str) -> RunRecords:
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
         with open(config_path) as f:
-            config = json.load(f)
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{config_path} is not valid JSON ({e}). Rewrite it from the run's config, or delete "
+                                 "it: the rules then read only the records.") from None
     eval_records = _read_jsonl(eval_path) if os.path.exists(eval_path) else []
     return RunRecords(train=_read_jsonl(train_path), eval=eval_records, config=config)
 
 
 def analyze_records(run: RunRecords) -> list[Finding]:
-    """Every rule's findings, most severe first (ties: root causes first, see `rules.PRIORITY`)."""
+    """Every rule's findings, most severe first (ties: root causes first, see `rules.PRIORITY`, then by step)."""
     findings = [finding for rule in RULES.values() for finding in rule(run)]
-    return sorted(findings, key=lambda f: (-f.rank, PRIORITY.index(f.id)))
+    return sorted(findings, key=lambda f: (-f.rank, PRIORITY.index(f.id), f.steps[0] if f.steps else 0))
 
 
 def write_findings(workdir: str, findings: list[Finding]) -> str:
