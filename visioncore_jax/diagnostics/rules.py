@@ -147,6 +147,8 @@ CHANCE_ACCURACY_FACTOR = 1.3
 COLLAPSE_PREDICTED_SHARE = 0.8
 COLLAPSE_EVALS = 2
 COLLAPSE_LABEL_SHARE = 0.5
+# Labels this skewed (largest / smallest class share) make class weighting worth recommending.
+COLLAPSE_IMBALANCE = 2.0
 # vanishing / exploding: per-module gradient norms (forward order) differing by more than 1e3 between the
 # input and output ends; vanishing also needs the early norms tiny (healthy: 1e-2..1), exploding a global norm
 # above 1e3 (healthy: 0.5..5) at the first step, or reached by growing 1e3x in a run that stayed finite (a
@@ -243,7 +245,8 @@ def nonfinite(run: RunRecords) -> list[Finding]:
     return [Finding(
         "nonfinite", "warning" if recovered else "error",
         f"Training diverged: {state['skipped_steps']} steps ({state['skipped_share']:.0%}) skipped for non-finite "
-        f"gradients{where}; {state['rollbacks']} rollbacks; final loss {state['final_loss']:.4g}.",
+        f"gradients{where}" + (f"; {state['rollbacks']} rollbacks" if state["rollbacks"] else "")
+        + f"; final loss {state['final_loss']:.4g}.",
         "The loss or gradients overflowed to NaN/Inf and kept doing so: the NaN-skip guard threw those steps away "
         "(or rolled back to a checkpoint with a smaller LR), and the model stopped learning. This is almost always "
         "a learning rate too large for the model (often without gradient clipping or warmup), or a numerically "
@@ -272,6 +275,7 @@ def nan_skips(run: RunRecords) -> list[Finding]:
 
 
 def _module_stat(record: dict, stat: str) -> dict[str, float]:
+    """`{module: mean of stat}` of one record."""
     return {m: _float(_get(s, stat, "mean")) for m, s in (record.get("modules") or {}).items()}
 
 
@@ -458,8 +462,11 @@ def one_class_collapse(run: RunRecords) -> list[Finding]:
         "one corner.",
         {"class": name, "predicted_share": predicted_share, "label_share": float(labels[top]),
          "largest_label_share": float(labels.max()), "evals": len(shares)},
-        (_override("training.class_weighting", "cube_root_inverse"),) + _lr_override(run, 1 / 3)
-        + ("--mode=preflight",), steps=(_step(run.eval[-len(shares)]), _step(last)))]
+        # Class weights only help where the labels are skewed (on balanced labels they are all 1).
+        ("--mode=preflight",) + _lr_override(run, 1 / 3)
+        + ((_override("training.class_weighting", "cube_root_inverse"),)
+           if labels.max() > COLLAPSE_IMBALANCE * labels.min() else ()),
+        steps=(_step(run.eval[-len(shares)]), _step(last)))]
 
 
 def _gradient_profile(run: RunRecords) -> tuple[list[str], np.ndarray]:
@@ -556,8 +563,8 @@ def saturated_gates(run: RunRecords) -> list[Finding]:
     worst = max(saturated, key=saturated.get)
     return [Finding(
         "saturated_gates", "warning",
-        f"{len(saturated)} gates are saturated on more than {SATURATED_FRACTION:.0%} of their entries (worst: "
-        f"{worst}, {saturated[worst]:.1%}).",
+        f"{len(saturated)} of {len(gates)} gates are saturated on more than {SATURATED_FRACTION:.0%} of their "
+        f"entries (worst: {worst}, {saturated[worst]:.1%}).",
         "Gates stuck at 0 or 1 have zero gradient: the recurrent or attention mechanism stops adapting. Large gate "
         "weights at initialization or unnormalized gate inputs are the usual cause; normalize the recurrent "
         "projection and clamp the logits.",
@@ -656,9 +663,6 @@ def over_regularization(run: RunRecords) -> list[Finding]:
         return []
     k = _num_classes(run)
     last = run.train[-1]
-    # Back to the defaults, or a tenth of the configured value where that is smaller.
-    fixes = {key: min(REGULARIZATION_DEFAULTS[key], value / 10) if math.isfinite(value) else
-             REGULARIZATION_DEFAULTS[key] for key, value in heavy.items()}
     return [Finding(
         "over_regularization", "error" if k and accuracy < CHANCE_ACCURACY_FACTOR / k else "warning",
         f"Training accuracy is {accuracy:.1%} (rising {rise:+.1%} over the second half) with heavy "
@@ -669,7 +673,7 @@ def over_regularization(run: RunRecords) -> list[Finding]:
         {"train_accuracy": accuracy, "accuracy_rise": rise, "heavy": heavy,
          "reg_loss": _float(_get(last, "scalars", "reg_loss", "mean")),
          "data_loss": _float(_get(last, "scalars", "data_loss", "mean"))},
-        tuple(_override(key, _fmt(value)) for key, value in fixes.items()), steps=_steps(run.train))]
+        tuple(_override(key, REGULARIZATION_DEFAULTS[key]) for key in heavy), steps=_steps(run.train))]
 
 
 def overfitting(run: RunRecords) -> list[Finding]:

@@ -1,0 +1,467 @@
+"""The analyzer's rules on synthetic records of the schema: each fault makes its finding the top one, a healthy run
+produces no warning or error, missing or non-finite fields never raise; and `analyze(workdir)` end to end."""
+
+import copy
+import json
+import math
+import pathlib
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from configs import default
+from visioncore_jax.diagnostics import analyzer, rules
+from visioncore_jax.diagnostics.rules import RULES, RunRecords
+from visioncore_jax.diagnostics.schema import FINDINGS_FILE, SCHEMA_VERSION
+
+K = 10
+STEPS_PER_EPOCH = 100
+PEAK_LR = 3e-3
+DUAL_MODULES = ("color/stem_conv", "color/stage1", "brightness/stem_conv", "brightness/stage1", "head")
+PLAIN_MODULES = ("conv0", "conv1", "conv2", "conv3", "conv4", "head")
+BLOCKS = ("color/stage1", "brightness/stage1")
+UNIFORM = [1 / K] * K
+CATALOG = ("nonfinite", "lr_too_high", "lr_too_low", "lr_decayed_too_early", "lr_schedule_exhausted",
+           "chance_level", "one_class_collapse", "vanishing_gradients", "exploding_gradients", "dead_units",
+           "saturated_gates", "params_not_updating", "pathway_imbalance", "clipping_dominates",
+           "over_regularization", "overfitting", "nan_skips", "loss_plateau")
+
+
+# ---- Synthetic records. ----
+
+def summary(mean: float, **fields) -> dict:
+    """A schema Summary with `mean` for every field unless given (`first=`, `last=`, `max=`...)."""
+    return {**dict.fromkeys(("mean", "min", "max", "first", "last"), mean), **fields}
+
+
+def warmup_cosine(n: int, peak: float = PEAK_LR) -> list[float]:
+    """Mean LR per epoch record: one epoch of linear warmup, then cosine decay to 0 over the rest."""
+    return [peak / 2] + [peak * 0.5 * (1 + math.cos(math.pi * (i - 0.5) / (n - 1))) for i in range(1, n)]
+
+
+def healthy_numbers(n: int) -> dict:
+    """Per-record numbers of a healthy run: loss ln K → ~0.4, accuracy rising, update ratio ~1e-3 at the peak LR,
+    ReLU zero fraction ~0.5, no clipping or skips, eval tracking train."""
+    loss = [0.4 + (math.log(K) - 0.4) * math.exp(-4.5 * i / n) for i in range(n)]
+    accuracy = [0.88 - 0.75 * math.exp(-4.5 * i / n) for i in range(n)]
+    lr = warmup_cosine(n)
+    return dict(
+        loss=loss, accuracy=accuracy, lr=lr, update_ratio=[2e-3 * x / PEAK_LR for x in lr], grad_norm=1.0,
+        module_grad_norm=dict(zip(DUAL_MODULES, (0.4, 0.3, 0.3, 0.2, 0.8), strict=True)), zero_fraction=0.5,
+        brightness_share=0.4, gate_saturation=None, clipped=0.0, nonfinite=0.0, skipped=0, lr_scale=1.0,
+        events=None, reg_loss=0.02, eval_loss=[x + 0.05 for x in loss], eval_accuracy=[a - 0.02 for a in accuracy],
+        predicted=UNIFORM, labels=UNIFORM, modules=DUAL_MODULES, pathways=True, peak_lr=PEAK_LR, clip=5.0)
+
+
+def at(value, i: int):
+    """The record `i` entry of a per-record list, or a constant."""
+    return value[i] if isinstance(value, list) else value
+
+
+def histogram_at(value: list, i: int) -> list:
+    """The record `i` histogram of a per-record list of histograms, or a constant histogram."""
+    return value[i] if isinstance(value[0], list) else value
+
+
+def train_record(spec: dict, i: int, skipped_before: int) -> dict:
+    """Record `i` (epoch i + 1) of the run described by `spec`."""
+    step = (i + 1) * STEPS_PER_EPOCH
+    loss, reg, skipped = at(spec["loss"], i), at(spec["reg_loss"], i), at(spec["skipped"], i)
+    ratio = at(spec["update_ratio"], i)
+    norms = {m: at(v, i) for m, v in spec["module_grad_norm"].items()}
+    record = {
+        "schema_version": SCHEMA_VERSION, "kind": "train", "step": step, "epoch": step / STEPS_PER_EPOCH,
+        "first_step": step - STEPS_PER_EPOCH, "num_steps": STEPS_PER_EPOCH, "steps_per_epoch": STEPS_PER_EPOCH,
+        "num_train_steps": spec["n"] * STEPS_PER_EPOCH, "peak_learning_rate": spec["peak_lr"],
+        "grad_clip_norm": spec["clip"], "lr_scale": at(spec["lr_scale"], i), "num_classes": K,
+        "scalars": {
+            "loss": summary(loss), "data_loss": summary(loss - reg), "reg_loss": summary(reg),
+            "accuracy": summary(at(spec["accuracy"], i)), "learning_rate": summary(at(spec["lr"], i)),
+            "grad_norm": summary(at(spec["grad_norm"], i)), "clipped": summary(at(spec["clipped"], i)),
+            "nonfinite_grads": summary(at(spec["nonfinite"], i)),
+            "skipped": summary(skipped / STEPS_PER_EPOCH, max=float(skipped > 0))},
+        "skipped_steps": skipped_before + skipped, "longest_skip_run": int(skipped > 0), "first_nonfinite": None,
+        "modules": {m: {"grad_norm": summary(norms.get(m, 0.5)), "param_norm": summary(10.0),
+                        "update_norm": summary(10.0 * ratio), "update_ratio": summary(ratio)}
+                    for m in spec["modules"]},
+        "activations": {b: {"mean": summary(0.3), "std": summary(0.5),
+                            "zero_fraction": summary(at(spec["zero_fraction"], i))} for b in BLOCKS},
+        "events": at(spec["events"], i) or [],
+    }
+    if spec["pathways"]:
+        share = at(spec["brightness_share"], i)
+        record["pathways"] = {"color": {"grad_norm": summary(1.0), "grad_share": summary(1 - share)},
+                              "brightness": {"grad_norm": summary(share ** 0.5), "grad_share": summary(share)}}
+    if spec["gate_saturation"] is not None:
+        record["gates"] = {"gru/update_gate": {"mean": summary(0.5),
+                                               "saturated_fraction": summary(at(spec["gate_saturation"], i))}}
+    return record
+
+
+def eval_record(spec: dict, i: int) -> dict:
+    """The eval record at the end of epoch i + 1."""
+    step = (i + 1) * STEPS_PER_EPOCH
+    accuracy, predicted = at(spec["eval_accuracy"], i), histogram_at(spec["predicted"], i)
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": "eval", "step": step, "epoch": step / STEPS_PER_EPOCH,
+        "task": "classification", "loss": at(spec["eval_loss"], i), "accuracy": accuracy,
+        "balanced_accuracy": accuracy, "class_names": [f"class{c}" for c in range(K)],
+        "per_class_accuracy": [accuracy] * K, "predicted_histogram": predicted,
+        "label_histogram": histogram_at(spec["labels"], i),
+        "confusion": (np.eye(K, dtype=int) * 25 + 1).tolist(),
+    }
+
+
+def make_run(n: int = 10, config: dict | None = None, patch=None, **numbers) -> RunRecords:
+    """A run of `n` epoch records: the healthy numbers with `numbers` replacing some; `config` holds dotted
+    overrides of the default config; `patch(train, eval)` edits the built records in place."""
+    spec = {**healthy_numbers(n), **numbers, "n": n}
+    train, skipped = [], 0
+    for i in range(n):
+        train.append(train_record(spec, i, skipped))
+        skipped = train[-1]["skipped_steps"]
+    evals = [eval_record(spec, i) for i in range(n)]
+    if patch:
+        patch(train, evals)
+    return RunRecords(train=train, eval=evals, config=config_dict(config or {}))
+
+
+def config_dict(overrides: dict) -> dict:
+    """configs/default.py as the nested dict of config.json, with dotted `overrides`."""
+    config = json.loads(json.dumps(default.get_config().to_dict()))
+    for key, value in overrides.items():
+        *parents, name = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = value
+    return config
+
+
+def falling(start: float, end: float, n: int = 10) -> list[float]:
+    """A geometric series from `start` to `end`."""
+    return list(np.geomspace(start, end, n))
+
+
+def problems(findings) -> list:
+    """The warnings and errors."""
+    return [f for f in findings if f.severity != "info"]
+
+
+def analyze(run: RunRecords):
+    """All findings, with NumPy warnings turned into errors (rules must not emit any)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return analyzer.analyze_records(run)
+
+
+# ---- One fault per catalog id. ----
+
+def first_nonfinite_at(index: int, module: str):
+    """A patch marking record `index` as holding the first non-finite gradient, in `module`."""
+    def patch(train, evals):
+        train[index]["first_nonfinite"] = {"step": train[index]["first_step"] + 7, "module": module}
+    return patch
+
+
+def diverged_sgd_lr_50() -> RunRecords:
+    """SGD lr 50 without clipping: from epoch 4 every step is non-finite and skipped, the loss stays NaN."""
+    nan = [2.3, 2.2, 9.0] + [math.nan] * 7
+    return make_run(loss=nan, eval_loss=[2.4, 2.3, 1e9] + [math.nan] * 7, nonfinite=[0.0] * 3 + [1e4] * 7,
+                    skipped=[0] * 3 + [STEPS_PER_EPOCH] * 7, peak_lr=50.0, clip=0.0,
+                    config={"optimizer.name": "sgd", "optimizer.learning_rate": 50.0, "optimizer.grad_clip_norm": 0.0},
+                    patch=first_nonfinite_at(3, "color/stage1"))
+
+
+def nan_in_a_few_batches() -> RunRecords:
+    """Three NaN batches (the last in the very last step of the run); the guard skipped them and training went on."""
+    def patch(train, evals):
+        first_nonfinite_at(2, "color/stem_conv")(train, evals)
+        train[-1]["scalars"]["loss"]["last"] = math.nan
+
+    bad = {2, 5, 9}
+    return make_run(loss=[math.nan if i in bad else x for i, x in enumerate(healthy_numbers(10)["loss"])],
+                    nonfinite=[150.0 if i in bad else 0.0 for i in range(10)],
+                    skipped=[int(i in bad) for i in range(10)], patch=patch)
+
+
+BRIGHTNESS = ("brightness/stem_conv", "brightness/stage1")
+
+
+def frozen(modules):
+    """A patch giving `modules` zero updates (a stop_gradient: zero gradient, so zero update)."""
+    def patch(train, evals):
+        for record in train:
+            for module in modules:
+                record["modules"][module].update(update_norm=summary(0.0), update_ratio=summary(0.0))
+    return patch
+
+
+FAULTS = {
+    "nonfinite": diverged_sgd_lr_50,
+    "lr_too_high": lambda: make_run(
+        loss=[2.3, 3.1, 2.2, 2.9, 2.5, 3.3, 2.4, 2.8, 2.6, 2.7], accuracy=0.11, eval_accuracy=0.1,
+        update_ratio=0.3, peak_lr=0.1, config={"optimizer.name": "adam", "optimizer.learning_rate": 0.1}),
+    "lr_too_low": lambda: make_run(
+        loss=list(np.linspace(2.31, 2.30, 10)), accuracy=0.1, eval_accuracy=0.1, lr=warmup_cosine(10, 1e-7),
+        update_ratio=1e-7, peak_lr=1e-7, config={"optimizer.name": "adam", "optimizer.learning_rate": 1e-7}),
+    "lr_decayed_too_early": lambda: make_run(
+        lr=[x * s for x, s in zip(warmup_cosine(10), [1, 0.5, 0.25] + [0.125] * 7, strict=True)],
+        lr_scale=[1, 0.5, 0.25] + [0.125] * 7,
+        events=[[], [{"step": 150, "kind": "plateau_cut", "lr_scale": 0.5, "message": "cut"}],
+                [{"step": 250, "kind": "plateau_cut", "lr_scale": 0.25, "message": "cut"}],
+                [{"step": 350, "kind": "plateau_cut", "lr_scale": 0.125, "message": "cut"}]] + [[]] * 6,
+        config={"plateau.enabled": True, "plateau.patience": 0, "plateau.metric": "train_loss"}),
+    "lr_schedule_exhausted": lambda: make_run(
+        lr=[PEAK_LR * 0.01 ** i for i in range(10)], loss=[2.3, 1.95] + [1.9] * 8, accuracy=[0.2, 0.3] + [0.32] * 8,
+        update_ratio=[2e-3 * 0.01 ** i for i in range(10)],
+        config={"schedule.name": "exponential", "schedule.decay_rate": 0.01, "schedule.warmup_epochs": 0.0}),
+    "chance_level": lambda: make_run(
+        loss=[2.45] + [2.31, 2.30, 2.32, 2.30, 2.31, 2.30, 2.31, 2.30, 2.30], accuracy=0.1, eval_accuracy=0.1,
+        eval_loss=2.31),
+    "one_class_collapse": lambda: make_run(
+        loss=falling(19.0, 17.0), accuracy=0.1, eval_accuracy=0.1, eval_loss=18.0,
+        predicted=[0.98] + [0.02 / (K - 1)] * (K - 1), peak_lr=1e-4, config={"optimizer.learning_rate": 1e-4}),
+    "vanishing_gradients": lambda: make_run(
+        modules=PLAIN_MODULES, pathways=False, loss=[2.35] + [2.32] * 9, accuracy=0.1, eval_accuracy=0.1,
+        module_grad_norm=dict(zip(PLAIN_MODULES, (1e-10, 3e-9, 5e-8, 6e-7, 1e-4, 0.3), strict=True))),
+    "exploding_gradients": lambda: make_run(
+        grad_norm=[9.5e8] + [3e8] * 9, loss=falling(3e8, 2e7), accuracy=0.09,
+        eval_accuracy=0.09, eval_loss=falling(9e7, 2e7), clip=0.0, config={"optimizer.grad_clip_norm": 0.0},
+        module_grad_norm=dict(zip(DUAL_MODULES, (7e6, 2e7, 3e7, 4e7, 6e8), strict=True))),
+    "dead_units": lambda: make_run(zero_fraction=0.999, loss=2.31, accuracy=0.1, eval_accuracy=0.1),
+    "saturated_gates": lambda: make_run(
+        gate_saturation=0.83, loss=falling(2.4, 2.1), accuracy=falling(0.1, 0.2), eval_accuracy=falling(0.1, 0.2),
+        config={"model.gru": {"recurrent_norm": False}}),
+    "params_not_updating": lambda: make_run(
+        module_grad_norm={**healthy_numbers(10)["module_grad_norm"], **dict.fromkeys(BRIGHTNESS, 0.0)},
+        brightness_share=0.0, patch=frozen(BRIGHTNESS)),
+    "pathway_imbalance": lambda: make_run(brightness_share=3e-6),
+    "clipping_dominates": lambda: make_run(clip=1e-4, clipped=1.0, grad_norm=1.5,
+                                           config={"optimizer.grad_clip_norm": 1e-4}),
+    "over_regularization": lambda: make_run(
+        accuracy=[0.07, 0.12, 0.1, 0.1, 0.14, 0.08, 0.11, 0.1, 0.12, 0.09], loss=falling(125.0, 115.0),
+        reg_loss=falling(122.0, 113.0), eval_accuracy=0.1, eval_loss=2.3,
+        config={"optimizer.weight_decay": 0.5, "model.dropout": 0.9, "training.label_smoothing": 0.6}),
+    "overfitting": lambda: make_run(
+        loss=falling(2.2, 0.003), accuracy=[0.2, 0.6, 0.9] + [1.0] * 7,
+        eval_loss=[2.2, 1.9, 1.8, 2.3, 2.8, 3.2, 3.4, 3.4, 3.5, 3.5], eval_accuracy=[0.18, 0.3, 0.35] + [0.3] * 7,
+        config={"model.dropout": 0.0, "optimizer.weight_decay": 0.0}),
+    "nan_skips": nan_in_a_few_batches,
+    "loss_plateau": lambda: make_run(
+        lr=[PEAK_LR] * 5 + [1e-9] * 5, update_ratio=[2e-3] * 5 + [1e-9] * 5,
+        loss=list(np.geomspace(2.3, 1.2, 5)) + [1.21, 1.2, 1.22, 1.2, 1.21],
+        accuracy=list(np.linspace(0.15, 0.6, 5)) + [0.6] * 5, config={"schedule.name": "constant"}),
+}
+
+
+def test_rules_follow_the_catalog_and_every_one_has_a_fault_a_priority_and_a_documented_row():
+    assert tuple(RULES) == CATALOG
+    assert set(FAULTS) == set(RULES) and set(rules.PRIORITY) == set(RULES)
+    docs = (pathlib.Path(__file__).parents[1] / "docs" / "diagnostics.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \|", docs.split("## Preflight checks")[0], flags=re.MULTILINE)
+    assert tuple(rows) == CATALOG
+    for constant in re.findall(r"`([A-Z][A-Z_]+)`", docs.split("## Preflight checks")[0]):
+        assert hasattr(rules, constant), constant
+
+
+@pytest.mark.parametrize("finding_id", CATALOG)
+def test_fault_makes_its_finding_the_top_one(finding_id):
+    run = FAULTS[finding_id]()
+    findings = analyze(run)
+    report = analyzer.format_findings(findings)
+    assert findings and findings[0].id == finding_id, report
+    top = findings[0]
+    assert top.severity in ("warning", "error") and top.summary and top.explanation and top.evidence, report
+    assert top.recommendations and top.steps, report
+    for finding in findings:
+        for recommendation in finding.recommendations:
+            assert_real_override(recommendation, run.config)
+    json.dumps([f.to_json() for f in findings], allow_nan=True)
+
+
+def assert_real_override(recommendation: str, config: dict):
+    """Every `--config.a.b=v` names a key of the run's config; other flags are main.py modes."""
+    for flag in recommendation.split():
+        if flag.startswith("--mode="):
+            assert flag.removeprefix("--mode=") in ("preflight", "lr_find", "diagnose"), flag
+            continue
+        match = re.fullmatch(r"--config\.([\w.]+)=(\S+)", flag)
+        assert match, flag
+        node = config
+        for key in match.group(1).split("."):
+            assert isinstance(node, dict) and key in node, f"{flag}: no config key {match.group(1)}"
+            node = node[key]
+
+
+def test_findings_carry_where_and_the_run_s_own_numbers():
+    nonfinite = analyze(FAULTS["nonfinite"]())[0]
+    assert nonfinite.severity == "error" and nonfinite.module == "color/stage1"
+    assert nonfinite.evidence["first_nonfinite_step"] == 307
+    assert nonfinite.recommendations[:2] == ("--config.optimizer.learning_rate=5",
+                                             "--config.optimizer.grad_clip_norm=1.0")
+    assert "--config.optimizer.learning_rate=0.01" in analyze(FAULTS["lr_too_high"]())[0].recommendations
+    assert "--config.optimizer.learning_rate=1e-05" in analyze(FAULTS["lr_too_low"]())[0].recommendations
+    exhausted = analyze(FAULTS["lr_schedule_exhausted"]())[0]
+    assert exhausted.evidence["step"] == 300 and "--config.schedule.decay_rate=0.741" in exhausted.recommendations
+    assert analyze(FAULTS["dead_units"]())[0].module in BLOCKS
+    assert analyze(FAULTS["params_not_updating"]())[0].evidence["modules"] == list(BRIGHTNESS)
+    assert analyze(FAULTS["pathway_imbalance"]())[0].module == "brightness"
+    assert analyze(FAULTS["clipping_dominates"]())[0].recommendations == ("--config.optimizer.grad_clip_norm=1.5",)
+    assert set(analyze(FAULTS["over_regularization"]())[0].evidence["heavy"]) == {
+        "optimizer.weight_decay", "model.dropout", "training.label_smoothing"}
+    assert analyze(FAULTS["vanishing_gradients"]())[0].module == "conv0"
+    plateau = analyze(FAULTS["loss_plateau"]())[0]
+    assert plateau.steps == (600, 1000) and plateau.recommendations[0] == "--config.optimizer.learning_rate=0.003"
+
+
+def test_nan_skips_is_not_a_divergence_but_persisting_non_finite_steps_are():
+    ids = [f.id for f in analyze(FAULTS["nan_skips"]())]
+    assert ids == ["nan_skips"]
+    assert analyze(FAULTS["nan_skips"]())[0].evidence["skipped_steps"] == 3
+    assert "nan_skips" not in [f.id for f in analyze(FAULTS["nonfinite"]())]
+    # A NaN rollback that recovered: non-finite persisted (10 skips in a row), a warning.
+    rollback = [{"step": 400, "kind": "rollback", "lr_scale": 0.5, "message": "10 consecutive non-finite steps"}]
+    recovered = analyze(make_run(events=[[]] * 4 + [rollback] + [[]] * 5, skipped=[0] * 4 + [10] + [0] * 5))
+    assert [(f.id, f.severity) for f in recovered] == [("nonfinite", "warning")]
+
+
+def test_exploding_gradients_that_grow_during_a_finite_run():
+    findings = analyze(make_run(grad_norm=falling(1.0, 1e5)))
+    assert findings[0].id == "exploding_gradients" and findings[0].evidence["peak_grad_norm"] == pytest.approx(1e5)
+
+
+def test_one_class_collapse_needs_the_last_evals_to_agree():
+    collapsed = [0.98] + [0.02 / (K - 1)] * (K - 1)
+    assert not problems(analyze(make_run(predicted=[UNIFORM] * 9 + [collapsed])))
+    # Imbalanced labels: predicting the majority class is no collapse.
+    assert not problems(analyze(make_run(predicted=collapsed, labels=collapsed)))
+
+
+# ---- Healthy runs: no warning or error. ----
+
+@pytest.mark.parametrize("variant", [
+    {}, {"pathways": False, "modules": PLAIN_MODULES}, {"gate_saturation": 0.03}, {"n": 40}, {"n": 2},
+    {"clipped": 0.3, "grad_norm": 6.0},
+])
+def test_healthy_run_has_no_warning_or_error(variant):
+    variant = dict(variant)
+    run = make_run(variant.pop("n", 10), **variant)
+    assert not problems(analyze(run)), analyzer.format_findings(analyze(run))
+
+
+def test_healthy_end_of_run_flattening_under_cosine_is_no_plateau():
+    n = 20
+    loss = [max(0.4, 2.3 - 0.25 * i) for i in range(n)]  # at its best, flat over the last 60% of the run
+    run = make_run(n, loss=loss, eval_loss=[x + 0.05 for x in loss])
+    assert not problems(analyze(run)), analyzer.format_findings(analyze(run))
+
+
+def strip(run: RunRecords, *keys) -> RunRecords:
+    """`run` without the given top-level record keys."""
+    def drop(records):
+        return [{k: v for k, v in r.items() if k not in keys} for r in records]
+    return RunRecords(train=drop(run.train), eval=drop(run.eval), config=run.config)
+
+
+def nan_everywhere(value):
+    """Every number in `value` replaced by NaN."""
+    if isinstance(value, dict):
+        return {k: v if k in ("schema_version", "kind", "step") else nan_everywhere(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_everywhere(v) for v in value]
+    return math.nan if isinstance(value, float | int) and not isinstance(value, bool) else value
+
+
+OPTIONAL_KEYS = ("scalars", "modules", "pathways", "activations", "gates", "events", "first_nonfinite",
+                 "num_train_steps", "peak_learning_rate", "lr_scale", "num_classes", "predicted_histogram",
+                 "label_histogram", "class_names", "balanced_accuracy", "accuracy", "loss", "skipped_steps")
+
+
+@pytest.mark.parametrize("finding_id", CATALOG)
+def test_rules_never_raise_on_missing_or_non_finite_fields(finding_id):
+    rule = RULES[finding_id]
+    faulty, healthy = FAULTS[finding_id](), make_run()
+    sparse = [
+        RunRecords(train=[], eval=[], config={}),
+        RunRecords(train=healthy.train[:1], eval=[], config={}),
+        RunRecords(train=[{"schema_version": SCHEMA_VERSION, "kind": "train", "step": 1}],
+                   eval=[{"schema_version": SCHEMA_VERSION, "kind": "eval", "step": 1}], config={}),
+        strip(faulty, *OPTIONAL_KEYS),
+        RunRecords(train=nan_everywhere(faulty.train), eval=nan_everywhere(faulty.eval), config=faulty.config),
+        RunRecords(train=faulty.train, eval=[], config={}),
+    ]
+    for key in OPTIONAL_KEYS:
+        sparse.append(strip(faulty, key))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for run in sparse:
+            for finding in rule(run):
+                assert finding.id == finding_id
+    # All-NaN numbers: only the non-finite rule, and the plateau cuts (events are no numbers) may speak.
+    assert not [f for f in rule(sparse[4]) if f.id not in ("nonfinite", "lr_decayed_too_early")]
+
+
+# ---- analyze(workdir) end to end. ----
+
+def write_run(workdir, run: RunRecords) -> None:
+    """The files a training run leaves: diagnostics/{train,eval}.jsonl and config.json."""
+    directory = workdir / "diagnostics"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, records in (("train.jsonl", run.train), ("eval.jsonl", run.eval)):
+        (directory / name).write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in records))
+    (workdir / "config.json").write_text(json.dumps(run.config))
+
+
+def test_analyze_workdir_round_trip_writes_findings_json(tmp_path):
+    run = FAULTS["nan_skips"]()
+    write_run(tmp_path, run)
+    findings = analyzer.analyze(str(tmp_path))
+    assert [f.id for f in findings] == [f.id for f in analyze(run)] == ["nan_skips"]
+    written = json.loads((tmp_path / "diagnostics" / FINDINGS_FILE).read_text())
+    assert written["schema_version"] == SCHEMA_VERSION
+    assert [f["id"] for f in written["findings"]] == ["nan_skips"]
+    assert written["findings"][0]["evidence"]["skipped_steps"] == 3
+    assert analyzer.load_records(str(tmp_path)).config["optimizer"]["learning_rate"] == PEAK_LR
+
+    healthy = tmp_path / "healthy"
+    write_run(healthy, make_run())
+    assert analyzer.analyze(str(healthy), write=False) == []
+    assert not (healthy / "diagnostics" / FINDINGS_FILE).exists()
+
+
+def test_analyze_tolerates_a_partial_last_line_and_a_missing_eval_file(tmp_path):
+    run = FAULTS["nonfinite"]()
+    write_run(tmp_path, run)
+    with open(tmp_path / "diagnostics" / "train.jsonl", "a") as f:
+        f.write(json.dumps(run.train[-1])[:57])  # a run in progress, killed mid-write
+    (tmp_path / "diagnostics" / "eval.jsonl").unlink()
+    (tmp_path / "config.json").unlink()
+    records = analyzer.load_records(str(tmp_path))
+    assert len(records.train) == 10 and records.eval == [] and records.config == {}
+    assert analyzer.analyze(str(tmp_path))[0].id == "nonfinite"
+
+
+def test_analyze_rejects_missing_files_other_schema_versions_and_corrupt_lines(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train.jsonl does not exist.*--config.diagnostics.enabled"):
+        analyzer.analyze(str(tmp_path))
+    run = make_run()
+    other = copy.deepcopy(run)
+    other.train[3]["schema_version"] = SCHEMA_VERSION + 1
+    write_run(tmp_path, other)
+    with pytest.raises(ValueError, match=f"train.jsonl:4 has schema_version {SCHEMA_VERSION + 1}"):
+        analyzer.analyze(str(tmp_path))
+    lines = (tmp_path / "diagnostics" / "train.jsonl").read_text().splitlines(keepends=True)
+    lines[3] = lines[3][:20] + "\n"
+    (tmp_path / "diagnostics" / "train.jsonl").write_text("".join(lines))
+    with pytest.raises(ValueError, match="train.jsonl:4 is not valid JSON"):
+        analyzer.analyze(str(tmp_path))
+
+
+def test_format_findings():
+    assert analyzer.format_findings([]).startswith("No problems found")
+    text = analyzer.format_findings(analyze(FAULTS["nonfinite"]()))
+    assert "[ERROR] nonfinite steps 0-1000" in text and "try 1: --config.optimizer.learning_rate=5" in text
+    assert "evidence: skipped_steps=700" in text
