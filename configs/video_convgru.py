@@ -36,6 +36,9 @@ def get_config():
         residual=False,
         hidden_clamp=-1.0,  # > 0 clamps the hidden state to +-value every step
     ))
+    # > 0: embed the clips' behavior vectors (running speed, pupil) to this many channels and concatenate them
+    # to the ConvGRU input, broadcast over space (VisionCore's modulator); 0: images only.
+    config.model.behavior_embed_dim = 0
     config.training.batch_size = 64
     config.training.num_epochs = 4.0
     config.training.checkpoint_every_steps = 250

@@ -94,7 +94,8 @@ def write_folder(root, split_counts):
 
 def test_class_imbalance_95_percent_in_one_class(config, tmp_path):
     write_folder(tmp_path, {"train": {"a": 152, "b": 4, "c": 4}, "test": {"a": 8, "b": 8, "c": 8}})
-    config.data.update(name="image_folder", image_folder=str(tmp_path), eval_split="test", shuffle_buffer=64)
+    config.data.update(name="image_folder", image_folder=str(tmp_path), train_split="train", eval_split="test",
+                       shuffle_buffer=64)
     result = check(config, "class_imbalance")
     assert result.status == "WARN" and result.evidence["largest_share"] == pytest.approx(0.95)
     assert "--config.training.class_weighting=cube_root_inverse" in result.recommendations
@@ -102,7 +103,8 @@ def test_class_imbalance_95_percent_in_one_class(config, tmp_path):
 
 def test_split_class_mismatch_split_cut_from_sorted_list(config, tmp_path):
     write_folder(tmp_path, {"train": {"a": 64, "b": 64}, "test": {"c": 16}})
-    config.data.update(name="image_folder", image_folder=str(tmp_path), eval_split="test", shuffle_buffer=64)
+    config.data.update(name="image_folder", image_folder=str(tmp_path), train_split="train", eval_split="test",
+                       shuffle_buffer=64)
     result = check(config, "split_class_mismatch")
     assert result.status == "FAIL" and result.evidence["unseen_classes"] == ["c"]
 

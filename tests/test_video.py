@@ -7,13 +7,14 @@ import tensorflow as tf
 
 from configs import video_convgru
 from tests.conftest import read_scalars
+from visioncore_jax.data import build_input
 from visioncore_jax.data.embedded_clips import CLASS_NAMES, SPEEDS, generate_clips
 from visioncore_jax.data.preprocessing import augment
 from visioncore_jax.train import train_and_evaluate
 
 
 def test_the_label_is_in_the_motion_not_in_a_frame():
-    clips, labels = generate_clips("test")
+    clips, labels, _ = generate_clips("test")
     bright = clips.astype(np.float32).mean(-1) > 150  # the moving square (and a few distractors)
     rows = np.arange(16)[None, None, :, None]
     centre_row = (bright * rows).sum((2, 3)) / np.maximum(bright.sum((2, 3)), 1)  # [N, T]
@@ -37,17 +38,34 @@ def test_every_frame_gets_the_same_crop_and_flip():
     assert changed >= 4  # and augmentation does happen
 
 
+def test_clips_carry_behavior_vectors_into_the_batches(tfds_data_dir):
+    config = video_convgru.get_config()
+    config.data.data_dir = tfds_data_dir
+    pipeline = build_input(config)
+    batch = next(pipeline.train_batches(32))
+    assert batch["behavior"].shape == (32, 8, 2) and batch["color"].shape == (32, 8, 16, 16, 3)
+    _, labels, behavior = generate_clips("train")
+    fast = labels % len(SPEEDS) == 1
+    assert behavior[fast, :, 0].mean() > behavior[~fast, :, 0].mean() + 0.4  # running speed follows speed
+
+
 @pytest.mark.slow
-def test_convgru_clip_classifier_trains_end_to_end(tfds_data_dir, tmp_path):
+@pytest.mark.parametrize("behavior_embed_dim", [0, 4])
+def test_convgru_clip_classifier_trains_end_to_end(tfds_data_dir, tmp_path, behavior_embed_dim):
     config = video_convgru.get_config()
     config.data.data_dir = tfds_data_dir
     config.model.encoder_widths = (8,)
     config.model.gru.hidden = 8
+    config.model.behavior_embed_dim = behavior_embed_dim
     config.training.update(num_epochs=-1, num_train_steps=6, batch_size=32, eval_batch_size=400,
                            log_every_steps=3)
     config.schedule.warmup_epochs = 0.0
     state = train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == 6
-    assert set(state.params["gru"]) == {"input", "cell", "h0"}
+    if behavior_embed_dim:  # the behavior vectors are embedded and read by the ConvGRU
+        assert state.params["modulated"]["behavior_embedding"]["kernel"].shape == (2, 4)
+        assert set(state.params["modulated"]["gru"]) == {"input", "cell", "h0"}
+    else:
+        assert set(state.params["gru"]) == {"input", "cell", "h0"}
     scalars = read_scalars(str(tmp_path))
     assert scalars["eval_accuracy"][-1][0] == 6 and np.isfinite(scalars["train_loss"][-1][1])

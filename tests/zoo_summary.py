@@ -1,6 +1,6 @@
 """Detection and false-alarm counts of the fault zoo, from the workdirs a pytest run left behind.
 
-  python -m pytest -q tests/test_fault_zoo.py --basetemp=/tmp/zoo && python -m tests.zoo_summary /tmp/zoo
+  python -m pytest -q tests/test_fault_zoo.py --basetemp=/tmp/zoo; python -m tests.zoo_summary /tmp/zoo
 
 For each finding id: whether its own fault made it the top finding, and in how many other zoo runs (faults of
 other ids and healthy runs) it fired at warning or error level.
@@ -16,10 +16,10 @@ from visioncore_jax.diagnostics.rules import RULES
 def main(basetemp: str) -> None:
     """Prints the markdown table."""
     runs = {}
-    for name in sorted(os.listdir(basetemp)):
-        path = os.path.join(basetemp, name, "diagnostics", "findings.json")
-        if os.path.exists(path):
-            with open(path) as f:
+    for directory, _, files in sorted(os.walk(basetemp)):  # pytest-xdist nests workdirs per worker
+        if os.path.basename(directory) == "diagnostics" and "findings.json" in files:
+            with open(os.path.join(directory, "findings.json")) as f:
+                name = os.path.basename(os.path.dirname(directory))
                 runs[name] = [x for x in json.load(f)["findings"] if x["severity"] != "info"]
     print(f"{len(runs)} zoo runs.\n\n| id | its fault: top finding | also fired in other runs (of {len(runs) - 1}) |")
     print("|---|---|---|")

@@ -20,7 +20,7 @@ from visioncore_jax.data.sources import (
 DATASETS = {
     "embedded_shapes": DatasetSpec("embedded_shapes/balanced"),
     "embedded_shapes_longtail": DatasetSpec("embedded_shapes/longtail"),
-    "embedded_clips": DatasetSpec("embedded_clips"),
+    "embedded_clips": DatasetSpec("embedded_clips", extra_keys=("behavior",)),
     "embedded_masks": DatasetSpec("embedded_masks", "segmentation", "segmentation_mask", MASK_CLASS_NAMES),
     "oxford_iiit_pet": DatasetSpec("oxford_iiit_pet", "segmentation", "segmentation_mask",
                                    ("pet", "background", "border"), label_offset=-1),

@@ -46,13 +46,14 @@ class InputPipeline:
                               .shard(process_count, process_index).cache())
         self._eval_images = self._decoded(builder, eval_split).shard(process_count, process_index).cache()
         measured_mean, measured_std, self._luma_mean, self._luma_std = channel_statistics(
-            self._train_images.map(lambda image, label: image))
+            self._train_images.map(lambda image, label, *extras: image))
         self._mean = tuple(mean) if mean else tuple(measured_mean)
         self._std = tuple(std) if std else tuple(measured_std)
 
     def _decoded(self, builder, split: str) -> tf.data.Dataset:
-        """(image float32 [(T,) H, W, 3] in [0, 1], label) pairs in the split's stored order, resized if needed.
-        The label is a class index, or for segmentation a 0-based mask [H, W] resized by nearest neighbour."""
+        """(image float32 [(T,) H, W, 3] in [0, 1], label[, extras]) in the split's stored order, resized if
+        needed. The label is a class index, or for segmentation a 0-based mask [H, W] resized by nearest
+        neighbour; extras (a dict of the spec's `extra_keys`) come only when the spec names some."""
         height, width, _ = self.info.image_shape[-3:]
         spec = self._spec
 
@@ -65,17 +66,20 @@ class InputPipeline:
             if spec.task == "segmentation":
                 label = tf.image.resize(label, (height, width), method="nearest")[..., 0]
                 label.set_shape((height, width))
+            if spec.extra_keys:
+                return image, label, {key: example[key] for key in spec.extra_keys}
             return image, label
 
         dataset = builder.as_dataset(split=split, shuffle_files=False)
         return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
 
-    def _features(self, image, label, seed=None) -> dict:
+    def _features(self, image, label, extras=None, seed=None) -> dict:
         if seed is not None and self._spec.task == "segmentation":
             image, label = augment(image, seed, self._crop_padding, self._random_flip, mask=label)
         elif seed is not None:
             image = augment(image, seed, self._crop_padding, self._random_flip)
-        return {**pathway_inputs(image, self._mean, self._std, self._luma_mean, self._luma_std), "label": label}
+        return {**pathway_inputs(image, self._mean, self._std, self._luma_mean, self._luma_std), **(extras or {}),
+                "label": label}
 
     def unaugmented_examples(self, split: str, count: int | None = None) -> dict[str, np.ndarray]:
         """The first `count` (all when None) examples of this process's 'train' or 'eval' split in stored
@@ -83,7 +87,7 @@ class InputPipeline:
         images = self._train_images if split == "train" else self._eval_images
         if count is not None:
             images = images.take(count)
-        dataset = images.map(lambda image, label: {**self._features(image, label), "raw": image},
+        dataset = images.map(lambda image, *rest: {**self._features(image, *rest), "raw": image},
                              num_parallel_calls=AUTOTUNE).batch(4096)
         batches = list(tfds.as_numpy(dataset))
         return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}

@@ -17,13 +17,15 @@ TASKS = ("classification", "segmentation")
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """How to read one dataset: its TFDS name, task, label feature and, for masks, the class names and the
-    offset that makes mask values 0-based (oxford_iiit_pet's trimap stores 1, 2, 3)."""
+    offset that makes mask values 0-based (oxford_iiit_pet's trimap stores 1, 2, 3); `extra_keys` are
+    features the model receives unchanged beside the images."""
 
     tfds_name: str | None
     task: str = "classification"
     label_key: str = "label"
     class_names: tuple[str, ...] = ()
     label_offset: int = 0
+    extra_keys: tuple[str, ...] = ()  # features passed to the model as they are (e.g. 'behavior')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,7 @@ class DatasetInfo:
     image_shape: tuple[int, ...]  # [H, W, 3] for images, [T, H, W, 3] for clips
     class_names: tuple[str, ...]
     train_label_counts: tuple[int, ...]  # examples (segmentation: pixels) per class in the training split
+    extra_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (key, per-example shape) of the extra inputs
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -134,6 +137,7 @@ def dataset_info(builder: tfds.core.DatasetBuilder, train_split: str, eval_split
         image_shape=image_shape,
         class_names=class_names,
         train_label_counts=tuple(int(c) for c in counts),
+        extra_shapes=tuple((key, tuple(builder.info.features[key].shape)) for key in spec.extra_keys),
     )
 
 

@@ -76,7 +76,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, task: str =
         gru = model.gru.to_dict()
         gru["hidden_clamp"] = gru["hidden_clamp"] if gru["hidden_clamp"] > 0 else None  # <= 0: no clamp
         return ConvGRUClassifier(num_classes, tuple(model.encoder_widths), model.conv.to_dict(), gru,
-                                 float(model.dropout), dtype=DTYPES[config.training.dtype])
+                                 float(model.dropout), int(model.get("behavior_embed_dim", 0)),
+                                 dtype=DTYPES[config.training.dtype])
     if model.name == "unet":
         unet = model.unet
         return UNet(num_classes, tuple(unet.widths), unet.conv.to_dict(), unet.attention,

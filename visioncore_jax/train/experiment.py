@@ -62,9 +62,11 @@ class Experiment:
         return self.pipeline.info
 
     def example_inputs(self) -> dict:
-        """Zero inputs of one example (color and its brightness), for model initialisation."""
+        """Zero inputs of one example (color, its brightness, and the dataset's extra inputs), for model
+        initialisation."""
         shape = self.info.image_shape[:-1]
-        return {"color": jnp.zeros((1, *shape, 3)), "brightness": jnp.zeros((1, *shape, 1))}
+        extras = {key: jnp.zeros((1, *extra_shape)) for key, extra_shape in self.info.extra_shapes}
+        return {"color": jnp.zeros((1, *shape, 3)), "brightness": jnp.zeros((1, *shape, 1)), **extras}
 
     def init_state(self, tx: optax.GradientTransformation | None = None) -> TrainState:
         """The initial train state (replicated over the mesh), with `tx` in place of the configured optimizer
