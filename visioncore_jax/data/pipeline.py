@@ -42,9 +42,9 @@ class InputPipeline:
         # remainder dropped so that every process runs the same number of steps) and its share of the eval
         # split. `Dataset.shard` rather than TFDS sub-splits, which ImageFolder does not support.
         usable_train = info.num_train_examples // process_count * process_count
-        self._train_images = (self._decoded(builder, train_split).take(usable_train)
-                              .shard(process_count, process_index).cache())
-        self._eval_images = self._decoded(builder, eval_split).shard(process_count, process_index).cache()
+        self._train_images = _filled_cache(self._decoded(builder, train_split).take(usable_train)
+                                           .shard(process_count, process_index))
+        self._eval_images = _filled_cache(self._decoded(builder, eval_split).shard(process_count, process_index))
         measured_mean, measured_std, self._luma_mean, self._luma_std = channel_statistics(
             self._train_images.map(lambda image, label, *extras: image))
         self._mean = tuple(mean) if mean else tuple(measured_mean)
@@ -134,6 +134,15 @@ class InputPipeline:
             yield _padded(batch, local)
         for _ in range(num_batches - count):  # this process's share ran out before the others'
             yield _padded(empty, local)
+
+
+def _filled_cache(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset.cache()` filled by one complete pass now. A lazily filled in-memory cache can be read while
+    partly written when two iterators overlap (a suspended generator, e.g. `next(pipeline.eval_batches(n))`,
+    and a new pass), which yields a truncated split; filling it first makes every later pass complete."""
+    cached = dataset.cache()
+    cached.reduce(0, lambda count, _: count + 1)
+    return cached
 
 
 def _padded(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
