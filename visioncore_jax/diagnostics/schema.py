@@ -61,7 +61,6 @@ Eval records:
 
 SCHEMA_VERSION = 1
 MAX_CONFUSION_CLASSES = 100
-SUMMARY_FIELDS = ("mean", "min", "max", "first", "last")
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
 FINDINGS_FILE = "findings.json"
