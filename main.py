@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from visioncore_jax import diagnostics
-from visioncore_jax.diagnostics import lr_find, preflight
+from visioncore_jax.tools import lr_find, preflight
 from visioncore_jax.train import train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
 
@@ -53,10 +53,12 @@ def main(argv):
     if FLAGS.config is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<experiment>.py.")
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-    if FLAGS.mode == "train":
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
-        return
     experiment = build_experiment(FLAGS.config)
+    if FLAGS.mode == "train":
+        if FLAGS.config.preflight:
+            preflight.require_preflight(experiment, FLAGS.workdir)
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, experiment=experiment)
+        return
     if FLAGS.mode == "preflight":
         results = preflight.run_preflight(experiment, FLAGS.workdir)
         print(preflight.format_results(results))

@@ -5,7 +5,7 @@ import time
 import jax
 
 from visioncore_jax.data import to_global_batch
-from visioncore_jax.optim.stability import regularization_at
+from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train import partitioning
 from visioncore_jax.train.experiment import Experiment, jitted_steps, step_options
 from visioncore_jax.train.metrics import TrainMetrics

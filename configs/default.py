@@ -95,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.decay_rate = 0.9
     config.schedule.staircase = False
 
-    # ---- Stability controls (visioncore_jax/optim/stability.py). ----
+    # ---- Loop controls (visioncore_jax/train/controls.py; progressive regularization: optim/regularization.py). ----
     # Reduce-on-plateau: multiplies the schedule's LR by `factor` when `metric` has not improved (relative
     # `threshold`) for more than `patience` evals; mode 'auto' = max for accuracy/dice/iou, min for losses.
     config.plateau = ml_collections.ConfigDict()

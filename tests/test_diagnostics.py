@@ -12,9 +12,9 @@ from flax import traverse_util
 from tests.conftest import read_scalars
 from tests.fault_zoo import TinyDual, zoo_config
 from visioncore_jax import diagnostics
-from visioncore_jax.diagnostics.statistics import accumulate, empty_summary, module_of, step_statistics
 from visioncore_jax.models.layers import DIAGNOSTICS
 from visioncore_jax.train import train_and_evaluate
+from visioncore_jax.train.statistics import accumulate, empty_summary, module_of, step_statistics
 
 
 def test_module_of_groups_by_the_top_two_levels():

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tests.fault_zoo import FaultyPipeline, PlainCNN, zoo_config
 from visioncore_jax.data import build_input
-from visioncore_jax.diagnostics.preflight import CHECKS, run_preflight
+from visioncore_jax.tools.preflight import CHECKS, run_preflight
 from visioncore_jax.train.experiment import build_experiment
 
 
@@ -178,3 +178,19 @@ def test_main_preflight_mode_exits_non_zero_on_fail(config, tfds_data_dir, tmp_p
     assert "FAIL  split_overlap" in process.stdout
     statuses = {c["id"]: c["status"] for c in json.loads((tmp_path / "preflight.json").read_text())["checks"]}
     assert statuses["split_overlap"] == "FAIL" and statuses["pathway_inputs"] == "PASS"
+
+
+@pytest.mark.slow
+def test_lr_range_test_records_the_lr_applied_under_gradient_accumulation(config, shared_pipeline):
+    """With k = 2 micro-steps per update the sweep spans ceil(steps / k) updates and each step records the LR
+    its update used: steps 2u and 2u + 1 share sweep(u), and the last update reaches the sweep's maximum."""
+    from visioncore_jax.tools.lr_find import exponential_sweep, lr_range_test
+
+    config.optimizer.accumulation_steps = 2
+    experiment = build_experiment(config, pipeline=shared_pipeline)
+    result = lr_range_test(experiment, steps=8, min_lr=1e-4, max_lr=1e-2)
+    sweep = exponential_sweep(1e-4, 1e-2, 4)
+    expected = [sweep(step // 2) for step in range(len(result.learning_rates))]
+    np.testing.assert_allclose(result.learning_rates, expected, rtol=1e-5)
+    if not result.stopped_early:
+        assert result.learning_rates[-1] == pytest.approx(1e-2, rel=1e-5)

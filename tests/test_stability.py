@@ -9,7 +9,8 @@ import pytest
 
 from configs import test as test_config
 from visioncore_jax.optim import build_optimizer
-from visioncore_jax.optim.stability import (
+from visioncore_jax.optim.regularization import regularization_at
+from visioncore_jax.train.controls import (
     EarlyStoppingState,
     PlateauState,
     check_rollback_budget,
@@ -17,7 +18,6 @@ from visioncore_jax.optim.stability import (
     metric_mode,
     needs_rollback,
     plateau_update,
-    regularization_at,
 )
 
 

@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from visioncore_jax.data.preprocessing import augment, pathway_inputs
 from visioncore_jax.data.sources import DatasetInfo, DatasetSpec, channel_statistics
+from visioncore_jax.optim import durations
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -100,7 +101,7 @@ class InputPipeline:
     def train_batches(self, global_batch_size: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Infinite stream of augmented training batches (this process's part), starting at `start_step`."""
         local = _local_batch_size(global_batch_size, self._process_count)
-        steps_per_epoch = self.info.num_train_examples // global_batch_size
+        steps_per_epoch = durations.steps_per_epoch(self.info.num_train_examples, global_batch_size)
         epoch, offset = divmod(start_step, steps_per_epoch)
         while True:
             first_example = epoch * steps_per_epoch * local

@@ -6,7 +6,20 @@ import os
 import numpy as np
 
 from visioncore_jax.diagnostics.schema import EVAL_FILE, MAX_CONFUSION_CLASSES, SCHEMA_VERSION, TRAIN_FILE
-from visioncore_jax.diagnostics.statistics import in_forward_order
+
+
+def in_forward_order(paths, order: tuple[str, ...]) -> list[str]:
+    """`paths` sorted by the first forward call at or under each path; a path that is no module (a sown name
+    like 'color/stem') takes its parent's place; unknown paths go last, in their order."""
+    def first_call(path: str) -> int:
+        while path:
+            index = next((i for i, call in enumerate(order) if call == path or call.startswith(path + "/")), None)
+            if index is not None:
+                return index
+            path = path.rpartition("/")[0]
+        return len(order)
+
+    return sorted(paths, key=first_call)
 
 
 def diagnostics_dir(workdir: str) -> str:

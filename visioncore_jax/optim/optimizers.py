@@ -47,8 +47,22 @@ def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     """
     k = config.optimizer.accumulation_steps
     _validate(config.optimizer)
-    schedule = build_schedule(config, max(1, steps_per_epoch // k), max(1, total_steps // k))
-    return optimizer_with_schedule(config, schedule), (lambda step: schedule(step // k))
+    return optimizer_and_learning_rate(config, build_schedule(config, max(1, steps_per_epoch // k),
+                                                              max(1, total_steps // k)))
+
+
+def learning_rate_of_steps(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.Schedule:
+    """The LR applied at train step `step` when `schedule` counts optimizer updates: with
+    `accumulation_steps = k`, one update per k steps, so step `s` uses `schedule(s // k)`."""
+    k = config.optimizer.accumulation_steps
+    return lambda step: schedule(step // k)
+
+
+def optimizer_and_learning_rate(config: ml_collections.ConfigDict,
+                                schedule: optax.Schedule) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """`(tx, learning_rate_fn)`: the configured chain driven by `schedule` (of updates), and the LR of each
+    train step (see `learning_rate_of_steps`)."""
+    return optimizer_with_schedule(config, schedule), learning_rate_of_steps(config, schedule)
 
 
 def optimizer_with_schedule(config: ml_collections.ConfigDict,

@@ -10,12 +10,15 @@ epoch length, since the dataset is not read.
 import matplotlib
 
 matplotlib.use("Agg")
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from visioncore_jax.optim.schedules import SCHEDULES, build_schedule  # noqa: E402
+from visioncore_jax.optim import durations  # noqa: E402
+from visioncore_jax.optim.optimizers import build_optimizer  # noqa: E402
+from visioncore_jax.optim.schedules import SCHEDULES  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config whose schedule to plot.", lock_config=True)
 flags.DEFINE_string("out", "lr_schedule.png", "Output PNG path.")
@@ -25,12 +28,12 @@ FLAGS = flags.FLAGS
 
 
 def lr_trajectory(config, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, learning rates) of every step of the configured run."""
-    training = config.training
-    total = training.num_train_steps if training.num_train_steps > 0 else round(training.num_epochs * steps_per_epoch)
-    schedule = build_schedule(config, steps_per_epoch, total)
+    """(epochs, learning rates) of every train step of the configured run: the same durations and the same
+    step -> LR function as training (gradient accumulation included)."""
+    total = durations.num_train_steps(config.training, steps_per_epoch)
+    _, learning_rate_fn = build_optimizer(config, steps_per_epoch, total)
     steps = np.arange(total)
-    return steps / steps_per_epoch, np.asarray([float(schedule(s)) for s in steps])
+    return steps / steps_per_epoch, np.asarray(jax.vmap(learning_rate_fn)(steps))
 
 
 def plot(config, names, steps_per_epoch: int, out: str) -> None:

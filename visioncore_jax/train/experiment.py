@@ -6,7 +6,6 @@ Shared by training, preflight checks and the LR range test, so they all see the 
 import dataclasses
 import functools
 import logging
-import math
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,7 +16,8 @@ from jax.sharding import Mesh
 
 from visioncore_jax.data import InputPipeline, build_input
 from visioncore_jax.models import build_model
-from visioncore_jax.optim import build_optimizer
+from visioncore_jax.optim import build_optimizer, durations
+from visioncore_jax.optim.optimizers import optimizer_and_learning_rate
 from visioncore_jax.train import partitioning
 from visioncore_jax.train.controls import validate_controls
 from visioncore_jax.train.losses import class_weights
@@ -25,20 +25,6 @@ from visioncore_jax.train.state import TrainState, create_train_state
 from visioncore_jax.train.steps import eval_step, train_step
 from visioncore_jax.train.tasks import Classification, Segmentation
 from visioncore_jax.train.validation import validate_training
-
-
-def resolve_num_train_steps(training: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-    """Total optimizer steps from exactly one of `num_epochs` / `num_train_steps` (the other must be <= 0)."""
-    by_epochs, by_steps = training.num_epochs > 0, training.num_train_steps > 0
-    if by_epochs == by_steps:
-        raise ValueError(
-            "Set exactly one of config.training.num_epochs and config.training.num_train_steps to a positive "
-            f"value (got num_epochs={training.num_epochs}, num_train_steps={training.num_train_steps}); "
-            "disable the other with -1."
-        )
-    if by_steps:
-        return int(training.num_train_steps)
-    return max(1, math.ceil(training.num_epochs * steps_per_epoch))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +54,24 @@ class Experiment:
         extras = {key: jnp.zeros((1, *extra_shape)) for key, extra_shape in self.info.extra_shapes}
         return {"color": jnp.zeros((1, *shape, 3)), "brightness": jnp.zeros((1, *shape, 1)), **extras}
 
-    def init_state(self, tx: optax.GradientTransformation | None = None) -> TrainState:
-        """The initial train state (replicated over the mesh), with `tx` in place of the configured optimizer
-        when given."""
-        init = partitioning.jit_replicated(create_train_state, self.mesh, model=self.model, tx=tx or self.tx,
+    def init_state(self) -> TrainState:
+        """The initial train state (replicated over the mesh)."""
+        init = partitioning.jit_replicated(create_train_state, self.mesh, model=self.model, tx=self.tx,
                                            example_inputs=self.example_inputs(), seed=self.config.seed)
         return init()
+
+    def with_schedule(self, schedule: optax.Schedule,
+                      optimizer: ml_collections.ConfigDict | None = None) -> "Experiment":
+        """This experiment with `schedule` (a function of optimizer updates) driving the LR, and `optimizer` in
+        place of `config.optimizer` when given: what preflight checks and the LR range test train with. The
+        optimizer chain and the recorded LR come from the same function as in training, so gradient
+        accumulation maps train steps to updates the same way."""
+        config = self.config
+        if optimizer is not None:
+            config = config.copy_and_resolve_references()
+            config.optimizer = optimizer
+        tx, learning_rate_fn = optimizer_and_learning_rate(config, schedule)
+        return dataclasses.replace(self, config=config, tx=tx, learning_rate_fn=learning_rate_fn)
 
 
 def _task(config: ml_collections.ConfigDict, info) -> Classification | Segmentation:
@@ -101,13 +99,13 @@ def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | No
     partitioning.check_batch_size(training.eval_batch_size, mesh, "config.training.eval_batch_size")
     pipeline = pipeline or build_input(config)
     info = pipeline.info
-    steps_per_epoch = info.num_train_examples // training.batch_size
+    steps_per_epoch = durations.steps_per_epoch(info.num_train_examples, training.batch_size)
     if steps_per_epoch < 1:
         raise ValueError(
             f"config.training.batch_size={training.batch_size} exceeds the {info.num_train_examples} training "
             "examples; use a smaller batch."
         )
-    num_train_steps = resolve_num_train_steps(training, steps_per_epoch)
+    num_train_steps = durations.num_train_steps(training, steps_per_epoch)
     tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
     return Experiment(
         config=config, mesh=mesh, pipeline=pipeline, model=model or build_model(config, info.num_classes, info.task),

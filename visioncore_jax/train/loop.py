@@ -16,19 +16,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from clu import metric_writers, parameter_overview, periodic_actions
-from flax import traverse_util
+from clu import metric_writers, periodic_actions
 
 from visioncore_jax.data import InputPipeline, to_global_batch
+from visioncore_jax.diagnostics import analyzer, report
 from visioncore_jax.diagnostics import records as diagnostics_records
-from visioncore_jax.diagnostics.statistics import forward_order, module_names
 from visioncore_jax.optim import optimizer_metrics
-from visioncore_jax.optim.stability import check_rollback_budget, needs_rollback, regularization_at
-from visioncore_jax.train import checkpointing, partitioning
-from visioncore_jax.train.controls import LoopState, after_eval
+from visioncore_jax.optim.regularization import regularization_at
+from visioncore_jax.train import checkpointing, partitioning, writers
+from visioncore_jax.train.controls import LoopState, after_eval, check_rollback_budget, needs_rollback
 from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps, step_options
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, prefixed
 from visioncore_jax.train.state import TrainState
+from visioncore_jax.train.statistics import forward_order, module_names
 from visioncore_jax.train.steps import empty_statistics
 
 
@@ -59,12 +59,6 @@ def _write_config_once(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() == 0 and not os.path.exists(path):
         with open(path, "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
-    """The config as flat `a.b` keys with scalar values, as TensorBoard's hparams plugin needs."""
-    flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
-    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
 
 
 def evaluate(state: TrainState, experiment: Experiment, eval_fn) -> tuple[dict, np.ndarray]:
@@ -153,21 +147,21 @@ class _Diagnostics:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None = None,
-                       pipeline: InputPipeline | None = None) -> TrainState:
+                       pipeline: InputPipeline | None = None, experiment: Experiment | None = None) -> TrainState:
     """Trains and evaluates the configured model, writing TensorBoard events, diagnostics records and
     checkpoints to `workdir`; at the end, the diagnostics analyzer's findings and report.
 
-    `model` / `pipeline` replace the configured ones when given. Returns the final train state. Interrupted
+    `model` / `pipeline` replace the configured ones when given; `experiment` is one already built from
+    `config` (e.g. after preflight checks on it). Returns the final train state. Interrupted
     runs (SIGTERM, a killed process) resume from the latest checkpoint when the same command is run again, with
     the same data order and randomness. A SIGTERM at any point, set-up included, ends the run after its
     current step with a checkpoint.
     """
     with _StopRequest() as stop:
-        experiment = build_experiment(config, model=model, pipeline=pipeline)
-        if config.preflight:
-            from visioncore_jax.diagnostics.preflight import require_preflight  # preflight builds on train/
-
-            require_preflight(experiment, workdir)
+        if experiment is None:
+            experiment = build_experiment(config, model=model, pipeline=pipeline)
+        elif model is not None or pipeline is not None:
+            raise ValueError("Pass either a built experiment or model/pipeline overrides, not both.")
         os.makedirs(workdir, exist_ok=True)
         # The manager is closed (pending saves finished) however the run ends, errors included.
         with checkpointing.create_manager(workdir, config.training.max_checkpoints_to_keep) as manager:
@@ -181,8 +175,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
 def _report(workdir: str, writer, plots: bool) -> None:
     """Analyzes the finished run: logs the findings, writes findings.json and (with `plots`) report.md and its
     images."""
-    from visioncore_jax.diagnostics import analyzer, report
-
     run = analyzer.load_records(workdir)
     findings = analyzer.analyze_records(run)
     analyzer.write_findings(workdir, findings)
@@ -207,11 +199,11 @@ class _Trainer:
         self.state, saved_loop_state = checkpointing.restore_latest(manager, state)
         self.loop_state = LoopState.from_json(saved_loop_state) if saved_loop_state else LoopState()
         self.step = int(jax.device_get(self.state.step))
-        self.writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+        self.writer = writers.create_writer(workdir, writes_events=jax.process_index() == 0)
         if self.step == 0:
             _write_config_once(self.config, workdir)
-            parameter_overview.log_parameter_overview(self.state.params)
-            self.writer.write_hparams(_flat_hparams(self.config))
+            logging.info("Parameters per module:\n%s", writers.parameter_summary(self.state.params))
+            self.writer.write_hparams(writers.headline_hparams(self.config))
             # A step-0 checkpoint gives NaN recovery somewhere to roll back to before the first periodic save.
             checkpointing.save(manager, self.state, self.loop_state.to_json())
         self.diagnostics = _Diagnostics(experiment, self.state, workdir, self.step, self.writer)
@@ -286,7 +278,6 @@ class _Trainer:
         """Evaluates, writes the records and feeds the controls; returns 'rollback', 'stop' or 'continue'."""
         eval_scalars, confusion = evaluate(self.state, self.experiment, self.eval_fn)
         self.writer.write_scalars(self.step, eval_scalars)
-        logging.info("Step %d: %s", self.step, {k: round(v, 4) for k, v in eval_scalars.items() if "/" not in k})
         if needs_rollback(0, eval_scalars["eval_loss"], self.config.nan_recovery):
             return "rollback"
         self.diagnostics.write(self.step, statistics, self.state, eval_scalars, confusion)

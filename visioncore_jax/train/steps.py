@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from visioncore_jax.diagnostics.statistics import accumulate, empty_summary, step_statistics
 from visioncore_jax.models.layers import DIAGNOSTICS
 from visioncore_jax.optim import optimizer_metrics
 from visioncore_jax.optim.transforms import all_finite
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics
 from visioncore_jax.train.state import TrainState
+from visioncore_jax.train.statistics import accumulate, empty_summary, step_statistics
 from visioncore_jax.train.tasks import Classification
 
 CLASSIFICATION = Classification()  # the default task: plain cross-entropy

@@ -16,13 +16,11 @@ import optax
 from visioncore_jax.data import to_global_batch
 from visioncore_jax.data.preprocessing import LUMA_WEIGHTS
 from visioncore_jax.diagnostics.findings import CheckResult
-from visioncore_jax.diagnostics.lr_find import lr_range_test, write_lr_find
-from visioncore_jax.diagnostics.statistics import module_of
-from visioncore_jax.optim.optimizers import optimizer_with_schedule
+from visioncore_jax.tools.lr_find import lr_range_test, write_lr_find
 from visioncore_jax.train import partitioning
-from visioncore_jax.train.experiment import Experiment
+from visioncore_jax.train.experiment import Experiment, jitted_steps
 from visioncore_jax.train.metrics import TrainMetrics
-from visioncore_jax.train.steps import train_step
+from visioncore_jax.train.statistics import module_of
 
 SAMPLE_BATCHES = 4  # training batches inspected by the data checks
 # data_range: normalized inputs have |mean| < 1 and std within [0.2, 5]; |x| > 50 means unnormalized pixels.
@@ -271,9 +269,9 @@ def check_overfit_one_batch(ctx: _Context) -> CheckResult:
     batch = to_global_batch({k: v[:size] for k, v in first.items()}, mesh)
     adam = ctx.config.copy_and_resolve_references()
     adam.optimizer.update(name="adam", weight_decay=0.0, grad_clip_norm=0.0, lr_multipliers=(), accumulation_steps=1)
-    state = experiment.init_state(optimizer_with_schedule(adam, optax.constant_schedule(OVERFIT_LR)))
-    step_fn = partitioning.jit_train_step(
-        functools.partial(train_step, learning_rate_fn=lambda s: OVERFIT_LR, task=experiment.task), mesh)
+    overfit = experiment.with_schedule(optax.constant_schedule(OVERFIT_LR), optimizer=adam.optimizer)
+    state = overfit.init_state()
+    step_fn, _ = jitted_steps(overfit)
     no_regularization = jax.device_put({"dropout_rate": jnp.float32(0), "label_smoothing": jnp.float32(0)},
                                        partitioning.replicated(mesh))
     steps = int(ctx.config.diagnostics.overfit_steps)

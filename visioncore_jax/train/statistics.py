@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from visioncore_jax.diagnostics.records import in_forward_order
 from visioncore_jax.models.layers import ACTIVATION_STATS, GATE_STATS
 from visioncore_jax.optim.transforms import kernel_mask
 
@@ -41,20 +42,6 @@ def forward_order(model: nn.Module, example_inputs) -> tuple[str, ...]:
     with nn.intercept_methods(record_call):
         jax.eval_shape(functools.partial(model.init, train=False), {"params": key, "dropout": key}, example_inputs)
     return tuple(dict.fromkeys(calls))
-
-
-def in_forward_order(paths, order: tuple[str, ...]) -> list[str]:
-    """`paths` sorted by the first forward call at or under each path; a path that is no module (a sown name
-    like 'color/stem') takes its parent's place; unknown paths go last, in their order."""
-    def first_call(path: str) -> int:
-        while path:
-            index = next((i for i, call in enumerate(order) if call == path or call.startswith(path + "/")), None)
-            if index is not None:
-                return index
-            path = path.rpartition("/")[0]
-        return len(order)
-
-    return sorted(paths, key=first_call)
 
 
 def module_names(params, order: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ diverge, one decade below is fast and stable).
 """
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -19,12 +18,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from visioncore_jax.data import to_global_batch
-from visioncore_jax.optim.optimizers import optimizer_with_schedule
-from visioncore_jax.optim.stability import regularization_at
+from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train import partitioning
-from visioncore_jax.train.experiment import Experiment
+from visioncore_jax.train.experiment import Experiment, jitted_steps
 from visioncore_jax.train.metrics import TrainMetrics
-from visioncore_jax.train.steps import train_step
 
 SMOOTHING = 0.9
 DIVERGENCE_FACTOR = 4.0
@@ -82,22 +79,23 @@ def lr_range_test(experiment: Experiment, steps: int | None = None, min_lr: floa
     if not 0 < min_lr < max_lr or steps < 2:
         raise ValueError(f"The LR range test needs 0 < min ({min_lr}) < max ({max_lr}) and >= 2 steps ({steps}); "
                          "set config.diagnostics.lr_find_min / lr_find_max / lr_find_steps.")
-    sweep = exponential_sweep(min_lr, max_lr, steps)
-    tx = optimizer_with_schedule(experiment.config, sweep)
+    # The sweep counts optimizer updates: with gradient accumulation (k steps per update) it spans the
+    # ceil(steps / k) updates of the test, and each step records the LR it actually applied.
+    updates = -(-steps // experiment.config.optimizer.accumulation_steps)
+    sweeping = experiment.with_schedule(exponential_sweep(min_lr, max_lr, updates))
     mesh = experiment.mesh
-    state = experiment.init_state(tx)
-    step_fn = partitioning.jit_train_step(
-        functools.partial(train_step, learning_rate_fn=sweep, task=experiment.task,
-                          weight_decay=float(experiment.config.optimizer.weight_decay)), mesh)
+    state = sweeping.init_state()
+    step_fn, _ = jitted_steps(sweeping)
     regularization = jax.device_put({k: jnp.float32(v) for k, v in regularization_at(experiment.config, 0.0).items()},
                                     partitioning.replicated(mesh))
     batches = experiment.pipeline.train_batches(experiment.config.training.batch_size)
     learning_rates, losses, best, stopped = [], [], math.inf, False
-    for step in range(steps):
+    for _ in range(steps):
         metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
         state, metrics, _ = step_fn(state, metrics, None, to_global_batch(next(batches), mesh), regularization)
-        learning_rates.append(float(sweep(step)))
-        losses.append(float(metrics.compute()["loss"]))
+        computed = metrics.compute()
+        learning_rates.append(float(computed["learning_rate"]))
+        losses.append(float(computed["loss"]))
         smoothed = smoothed_losses(losses)[-1]
         best = min(best, smoothed) if math.isfinite(smoothed) else best
         if not math.isfinite(smoothed) or smoothed > DIVERGENCE_FACTOR * best:

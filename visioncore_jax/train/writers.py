@@ -1,0 +1,80 @@
+"""Where a run's metrics go: every scalar, histogram and image to TensorBoard; the text log gets the top-level
+scalars and progress only (per-module, per-class and histogram values would bury them); hparams hold the
+experiment's headline settings against its headline metrics.
+
+clu's default writer logs every histogram bucket and every scalar, and TensorBoard's hparams plugin turns every
+scalar tag into an hparams metric unless the metrics are declared, so both are narrowed here.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+import numpy as np
+from clu import metric_writers
+from flax import traverse_util
+from tensorboard.plugins.hparams import api as hparams_api
+
+from visioncore_jax.train.statistics import module_of
+
+# The config fields that tell experiments apart in TensorBoard's hparams tab.
+HPARAM_FIELDS = (
+    "seed", "data.name", "model.name", "model.width", "model.num_blocks", "optimizer.name",
+    "optimizer.learning_rate", "optimizer.weight_decay", "optimizer.grad_clip_norm", "schedule.name",
+    "training.batch_size", "training.num_epochs", "training.num_train_steps", "training.label_smoothing",
+    "training.dtype",
+)
+HPARAM_METRICS = ("eval_accuracy", "eval_loss", "train_loss", "eval_mean_dice")
+
+
+class _ProgressLog(metric_writers.LoggingWriter):
+    """The text log: top-level scalars (names without '/') and texts; histograms, images and hparams go to
+    TensorBoard alone."""
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+        top_level = {k: v for k, v in scalars.items() if "/" not in k}
+        if top_level:
+            super().write_scalars(step, top_level)
+
+    def write_histograms(self, step, arrays, num_buckets=None):
+        pass
+
+    def write_images(self, step, images):
+        pass
+
+    def write_hparams(self, hparams):
+        pass
+
+
+class _Events(metric_writers.SummaryWriter):
+    """TensorBoard event files, with the hparams metrics declared (see the module docstring)."""
+
+    def write_hparams(self, hparams: Mapping[str, Any]):
+        with self._summary_writer.as_default():
+            hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in hparams],
+                                       metrics=[hparams_api.Metric(name) for name in HPARAM_METRICS])
+            hparams_api.hparams(dict(hparams))
+
+
+def create_writer(workdir: str, *, writes_events: bool) -> metric_writers.MetricWriter:
+    """The run's asynchronous writer: TensorBoard events in `workdir` (only where `writes_events`, i.e.
+    process 0) and the text log."""
+    writers = [_ProgressLog()] + ([_Events(workdir)] if writes_events else [])
+    return metric_writers.AsyncMultiWriter(writers)
+
+
+def headline_hparams(config: ml_collections.ConfigDict) -> dict[str, bool | int | float | str]:
+    """The `HPARAM_FIELDS` of `config` that it has, as scalars (tuples as strings)."""
+    flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    return {k: flat[k] if isinstance(flat[k], (bool, int, float, str)) else str(flat[k])
+            for k in HPARAM_FIELDS if k in flat}
+
+
+def parameter_summary(params) -> str:
+    """A compact table of parameter counts per module (the top two levels of the tree), and the total."""
+    counts: dict[str, int] = {}
+    for path, leaf in traverse_util.flatten_dict(params).items():
+        counts[module_of(path)] = counts.get(module_of(path), 0) + int(np.prod(np.shape(leaf)))
+    width = max(len(name) for name in counts)
+    rows = [f"{name:<{width}}  {count:>12,}" for name, count in counts.items()]
+    return "\n".join([*rows, f"{'total':<{width}}  {sum(counts.values()):>12,}"])
