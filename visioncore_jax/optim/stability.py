@@ -11,6 +11,7 @@ import math
 import ml_collections
 
 MAX_METRICS = ("accuracy", "dice", "iou")
+MODES = ("auto", "min", "max")
 
 
 def metric_mode(metric: str, mode: str = "auto") -> str:
