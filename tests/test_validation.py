@@ -164,14 +164,16 @@ def test_bad_inputs_are_one_line_and_leave_the_workdir_alone(tmp_path):
 def test_workdir_that_is_a_file_or_cannot_be_created(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    for workdir, fragment in ((blocker, "is a file"), (blocker / "sub", "is not writable (Not a directory)"),
-                              ("/sys/visioncore_workdir", "is not writable (Operation not permitted)")):
+    for workdir, fragment in ((blocker, "is a file; pass a directory (new or a previous run's)."),
+                              (blocker / "sub", "is not writable (Not a directory); pass a directory you can"),
+                              ("/sys/visioncore_workdir", "is not writable (")):
         code, stderr = run_cli([f"--workdir={workdir}", "--config=configs/test.py"])
-        assert code == 2 and stderr.strip().splitlines()[-1] == (
-            f"main.py: error: --workdir={workdir} {fragment}" + ("; pass a directory (new or a previous run's)."
-                                                                 if fragment == "is a file" else
-                                                                 "; pass a directory you can write to.")), stderr
+        assert code == 2 and stderr.strip().splitlines()[-1].startswith(
+            f"main.py: error: --workdir={workdir} {fragment}"), stderr
     assert blocker.read_text() == "not a directory"
+    code, _ = run_cli([f"--workdir={tmp_path / 'new' / 'run'}", "--config=configs/test.py",
+                       "--config.data.name=image_folder", f"--config.data.image_folder={tmp_path}"])
+    assert code == 2 and not (tmp_path / "new").exists()  # a run that fails on its input creates no workdir
 
 
 def test_verbosity_1_adds_the_traceback(tmp_path):

@@ -50,7 +50,9 @@ class DatasetUnavailableError(InputError):
 
 def _unavailable_message(name: str, data_dir: str, error: Exception | None) -> str:
     where = data_dir or "~/tensorflow_datasets"
-    why = (f"could not be downloaded ({type(error).__name__}: {' '.join(str(error).split())[:200]})" if error else
+    detail = " ".join(str(error).split())
+    detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+    why = (f"could not be downloaded ({type(error).__name__}: {detail})" if error else
            "downloading was not asked for (--config.data.download=True downloads it)")
     return (f"Dataset {name!r} is not prepared in {where} and {why}. Point --config.data.data_dir at a TFDS data "
             f"dir that holds it (`tfds build {name} --data_dir=DIR` on a connected machine), or train offline "

@@ -225,13 +225,18 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
 
 
 def check_workdir(workdir: str) -> None:
-    """Creates `workdir` when missing; raises an InputError when it is a file, cannot be created, or is not
-    writable (a probe file is written and removed: `os.access` says yes to root on a read-only mount)."""
+    """Raises an InputError when `workdir` is a file, or when it (or, for a new workdir, the nearest existing
+    directory above it) is not writable; creates nothing. Writability is probed with a temporary file:
+    `os.access` says yes to root on a read-only mount."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise InputError(f"--workdir={workdir} is a file; pass a directory (new or a previous run's).")
+    existing = os.path.abspath(workdir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(workdir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=workdir):
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise InputError(f"--workdir={workdir} is not writable ({error.strerror or error}); pass a directory you "
