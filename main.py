@@ -7,20 +7,29 @@ r"""Trains a vision model from a config file; every config field can be overridd
   python main.py --mode=diagnose --workdir=workdirs/default
 
 The workdir is the TensorBoard logdir; re-running the same command resumes from its latest checkpoint.
+
+Bad input (a flag typo, a bad value, an invalid config, an unusable workdir or dataset) is one line on stderr,
+`main.py: error: ...`, before any data is read or anything compiled, and exit status 2; `--verbosity=1` adds the
+traceback.
 """
 
+import functools
 import logging as py_logging
 import os
+import re
 import sys
+import traceback
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from visioncore_jax import diagnostics
+from visioncore_jax.errors import InputError
 from visioncore_jax.tools import lr_find, preflight
 from visioncore_jax.train import train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
+from visioncore_jax.train.validation import check_workdir, validate_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for TensorBoard events, checkpoints and diagnostics.")
@@ -30,6 +39,69 @@ flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find"]
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host; launch.sh sets this).")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.mark_flags_as_required(["workdir"])
+
+
+BAD_INPUT_EXIT_CODE = 2  # flag and config errors, as argparse and absl usage errors
+
+
+def _exit_bad_input(message: str, argv) -> None:
+    """Prints `main.py: error: <message>` as one line (after the traceback with --verbosity >= 1) and exits 2."""
+    verbosity = FLAGS.verbosity if FLAGS.is_parsed() else max(
+        [int(m.group(2)) for m in map(re.compile(r"--?(v|verbosity)=(-?\d+)$").match, argv) if m] or [0])
+    if verbosity >= 1:
+        traceback.print_exc()
+    print(f"main.py: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(BAD_INPUT_EXIT_CODE)
+
+
+def _flag_error_message(error: Exception, argv) -> str:
+    """One line for a failed flag parse; a mistyped config field gets the field ml_collections suggests."""
+    root = error
+    while root.__context__ is not None:
+        root = root.__context__
+    if isinstance(root, KeyError) and isinstance(error, (KeyError, AttributeError)):
+        key = str(root.args[0])
+        flag = next((arg.split("=")[0] for arg in argv if arg.startswith("--config.")
+                     and key in arg.split("=")[0].split(".")), f"--config...{key}")
+        suggestion = re.search(r'Did you mean "(\w+)"', str(error))
+        if suggestion:
+            return f"unknown flag {flag}; did you mean {flag.rsplit('.', 1)[0]}.{suggestion.group(1)}?"
+        return f"unknown flag {flag}: {flag.rsplit('.', 1)[0][2:]} has no field {key!r}."
+    config = next((arg.split("=", 1)[1] for arg in reversed(argv) if arg.startswith("--config=")), None)
+    if isinstance(error, OSError) and config and not os.path.isfile(config.split(":")[0]):
+        return f"--config={config} is not a file; use e.g. --config=configs/default.py."
+    return str(error)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every parse error (unknown or mistyped flag, bad value, config file that does
+    not load) one line and exit status 2."""
+    try:
+        remaining = FLAGS(argv)
+        if FLAGS.config is not None:  # a config file that failed to load raises only when first read
+            FLAGS.config.to_dict()
+        return remaining
+    except (flags.Error, KeyError, AttributeError, OSError, ValueError, TypeError) as error:
+        _exit_bad_input(_flag_error_message(error, argv), argv)
+
+
+def _one_line_errors(run):
+    """Turns an InputError or usage error raised by `run(argv)` into one line and exit status 2."""
+
+    @functools.wraps(run)
+    def wrapper(argv):
+        try:
+            return run(argv)
+        except (InputError, app.UsageError) as error:
+            _exit_bad_input(str(error), argv)
+
+    return wrapper
+
+
+def _check_inputs(config, workdir: str) -> None:
+    """Validates the config and the workdir before anything is read, built or compiled."""
+    validate_config(config)
+    check_workdir(workdir)
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -52,6 +124,7 @@ def main(argv):
         return
     if FLAGS.config is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<experiment>.py.")
+    _check_inputs(FLAGS.config, FLAGS.workdir)
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
     experiment = build_experiment(FLAGS.config)
     if FLAGS.mode == "train":
@@ -71,5 +144,10 @@ def main(argv):
           f"Plot: {png}, data: {path}")
 
 
+def cli() -> None:
+    """The command line: `python main.py --workdir=... --config=...`."""
+    app.run(_one_line_errors(main), flags_parser=_parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

@@ -27,7 +27,7 @@ setup(
         "importlib_resources>=6",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn"],  # scikit-learn: its digits as a real image folder
         "cuda12": ["jax[cuda12]>=0.10,<0.11"],
     },
 )

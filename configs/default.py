@@ -23,8 +23,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.name = 'embedded_shapes'
     # TFDS data dir; '' means TFDS's default (~/tensorflow_datasets).
     config.data.data_dir = ''
+    # Download a TFDS dataset that is not prepared in data_dir (needs network); False fails at once saying how
+    # to provide it. The embedded datasets are generated locally either way.
+    config.data.download = False
     # Root of an image folder (root/<split>/<class>/*.png); only for name='image_folder'.
     config.data.image_folder = ''
+    # Image folders: skip (and count, in the log) images that do not decode instead of stopping with their names.
+    config.data.skip_corrupt = False
     # Images are resized to image_size x image_size (CIFAR and the embedded dataset are 32 already).
     config.data.image_size = 32
     config.data.train_split = 'train'

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import test as test_config
-from visioncore_jax.data import DatasetUnavailableError, build_input, generate_examples, to_global_batch
+from visioncore_jax.data import build_input, generate_examples, to_global_batch
 from visioncore_jax.data.embedded import CLASS_NAMES, SHAPES
 from visioncore_jax.data.preprocessing import LUMA_WEIGHTS
 from visioncore_jax.train.partitioning import make_mesh
@@ -138,35 +138,13 @@ def test_embedded_dataset_needs_both_pathways():
 
 def test_cifar100_through_tfds_mock_data():
     config = test_config.get_config()
-    config.data.name = "cifar100"
+    config.data.update(name="cifar100", download=True)  # mock_data's no-op download stands in for the real one
     with tfds.testing.mock_data(num_examples=64):
         pipeline = build_input(config)
         batch = next(pipeline.train_batches(32))
     assert pipeline.info.num_classes == 100
     assert batch["color"].shape == (32, 32, 32, 3) and batch["brightness"].shape == (32, 32, 32, 1)
     assert batch["label"].dtype == np.int32 and batch["label"].max() < 100
-
-
-def test_missing_dataset_offline_is_one_clear_error(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise ConnectionError("Name or service not known")
-
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    config = test_config.get_config()
-    config.data.update(name="cifar10", data_dir=str(tmp_path))
-    with pytest.raises(DatasetUnavailableError, match="--config.data.data_dir") as error:
-        build_input(config)
-    assert "--config.data.name=embedded_shapes" in str(error.value)
-
-
-def test_unknown_dataset_and_missing_folder_name_the_key(tmp_path):
-    config = test_config.get_config()
-    config.data.name = "cifar1000"
-    with pytest.raises(ValueError, match="config.data.name='cifar1000' is not one of"):
-        build_input(config)
-    config.data.update(name="image_folder", image_folder=str(tmp_path / "nowhere"))
-    with pytest.raises(ValueError, match="config.data.image_folder="):
-        build_input(config)
 
 
 def test_global_batch_is_sharded_over_eight_devices():

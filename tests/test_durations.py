@@ -7,7 +7,7 @@ import pytest
 
 from configs import test as test_config
 from visioncore_jax.optim import build_optimizer, durations
-from visioncore_jax.optim.plot_schedules import lr_trajectory
+from visioncore_jax.optim.schedule_plot import lr_trajectory
 
 
 def test_steps_per_epoch_drops_the_partial_batch():

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from configs import cifar100_mc
 from configs import test as test_config
@@ -94,24 +93,3 @@ def test_train_mode_updates_batch_stats_and_bfloat16_keeps_float32_params():
     assert outputs["logits"].dtype == jnp.float32
     before = variables["batch_stats"]["color"]["stem_bn"]["mean"]
     assert not np.allclose(before, updates["batch_stats"]["color"]["stem_bn"]["mean"])
-
-
-@pytest.mark.parametrize("key, value, message", [
-    ("name", "resnett", "config.model.name='resnett' is not one of"),
-    ("block", "basik", "config.model.block='basik'"),
-    ("num_blocks", (), "config.model.num_blocks"),
-    ("dropout", 1.0, "config.model.dropout=1.0"),
-    ("bn_momentum", 1.5, "config.model.bn_momentum"),
-])
-def test_invalid_model_config_names_the_key(key, value, message):
-    config = test_config.get_config()
-    config.model[key] = value
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        build_model(config, 10)
-
-
-def test_aux_heads_need_the_dual_model():
-    config = test_config.get_config()
-    config.model.name, config.model.aux_loss_weight = "resnet", 0.5
-    with pytest.raises(ValueError, match="aux_loss_weight"):
-        build_model(config, 10)

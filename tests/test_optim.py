@@ -8,7 +8,7 @@ import pytest
 
 from configs import test as test_config
 from visioncore_jax.optim import SCHEDULES, build_optimizer, build_schedule, optimizer_metrics
-from visioncore_jax.optim.plot_schedules import plot
+from visioncore_jax.optim.schedule_plot import plot
 from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, skip_nonfinite
 
 
@@ -77,15 +77,9 @@ def test_warmup_composes_with_every_schedule():
         np.testing.assert_allclose(lr(config, 4), PEAK, rtol=1e-6, err_msg=name)
 
 
-def test_schedule_errors_name_the_key():
-    with pytest.raises(ValueError, match="config.schedule.name='one_cycle' is not one of"):
-        build_schedule(config_with(name="one_cycle"), SPE, TOTAL)
+def test_a_warmup_longer_than_the_run_is_an_error():
     with pytest.raises(ValueError, match="200 warmup steps"):
         build_schedule(config_with(name="warmup_cosine", warmup_epochs=20.0), SPE, TOTAL)
-    with pytest.raises(ValueError, match="exactly one of config.schedule.warmup_epochs"):
-        build_schedule(config_with(name="warmup_cosine", warmup_epochs=1.0, warmup_steps=10), SPE, TOTAL)
-    with pytest.raises(ValueError, match="decay_rate"):
-        build_schedule(config_with(name="exponential", decay_rate=1.5), SPE, TOTAL)
 
 
 def test_clip_records_the_pre_clip_norm():
@@ -125,13 +119,6 @@ def test_weight_decay_mask_and_optimizer_metrics_under_jit():
     np.testing.assert_array_equal(updates["conv"]["bias"], 0.0)
     metrics = jax.jit(optimizer_metrics)(state)
     assert set(metrics) == {"grad_norm", "clipped", "skipped_steps", "current_skip_run", "longest_skip_run"}
-
-
-def test_unknown_optimizer_is_an_error():
-    config = config_with(name="constant")
-    config.optimizer.name = "adamax"
-    with pytest.raises(ValueError, match="config.optimizer.name='adamax' is not one of"):
-        build_optimizer(config, 10, 100)
 
 
 def test_plot_every_schedule(tmp_path):

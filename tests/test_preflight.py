@@ -9,9 +9,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from tests.fault_zoo import FaultyPipeline, PlainCNN, zoo_config
-from visioncore_jax.data import build_input
+from visioncore_jax.data import DatasetSpec, InputPipeline, build_input
+from visioncore_jax.data.sources import dataset_info
+from visioncore_jax.errors import InputError
 from visioncore_jax.tools.preflight import CHECKS, run_preflight
 from visioncore_jax.train.experiment import build_experiment
 
@@ -105,7 +108,13 @@ def test_split_class_mismatch_split_cut_from_sorted_list(config, tmp_path):
     write_folder(tmp_path, {"train": {"a": 64, "b": 64}, "test": {"c": 16}})
     config.data.update(name="image_folder", image_folder=str(tmp_path), train_split="train", eval_split="test",
                        shuffle_buffer=64)
-    result = check(config, "split_class_mismatch")
+    with pytest.raises(InputError, match="but not in .*train: c;"):  # an image folder is refused at build time
+        build_input(config)
+    # Splits that are not scanned (e.g. TFDS sub-splits cut from a class-sorted list) reach the preflight check.
+    builder, spec = tfds.folder_dataset.ImageFolder(str(tmp_path)), DatasetSpec(None)
+    pipeline = InputPipeline(builder, dataset_info(builder, "train", "test", 8, spec), spec, train_split="train",
+                             eval_split="test", seed=0, crop_padding=0, random_flip=False, shuffle_buffer=64)
+    result = check(config, "split_class_mismatch", pipeline=pipeline)
     assert result.status == "FAIL" and result.evidence["unseen_classes"] == ["c"]
 
 

@@ -5,6 +5,7 @@ import ml_collections
 
 from visioncore_jax.data.embedded import EmbeddedShapes, generate_examples
 from visioncore_jax.data.embedded_masks import CLASS_NAMES as MASK_CLASS_NAMES
+from visioncore_jax.data.image_folder import image_folder_builder
 from visioncore_jax.data.pipeline import InputPipeline
 from visioncore_jax.data.sharding import to_global_batch
 from visioncore_jax.data.sources import (
@@ -12,7 +13,6 @@ from visioncore_jax.data.sources import (
     DatasetSpec,
     DatasetUnavailableError,
     dataset_info,
-    image_folder_builder,
     tfds_builder,
 )
 
@@ -20,7 +20,7 @@ from visioncore_jax.data.sources import (
 DATASETS = {
     "embedded_shapes": DatasetSpec("embedded_shapes/balanced"),
     "embedded_shapes_longtail": DatasetSpec("embedded_shapes/longtail"),
-    "embedded_clips": DatasetSpec("embedded_clips", extra_keys=("behavior",)),
+    "embedded_clips": DatasetSpec("embedded_clips", extra_keys=("behavior",), clips=True),
     "embedded_masks": DatasetSpec("embedded_masks", "segmentation", "segmentation_mask", MASK_CLASS_NAMES),
     "oxford_iiit_pet": DatasetSpec("oxford_iiit_pet", "segmentation", "segmentation_mask",
                                    ("pet", "background", "border"), label_offset=-1),
@@ -30,33 +30,16 @@ DATASETS = {
 }
 
 
-def _validate(data: ml_collections.ConfigDict) -> None:
-    """Raises a ValueError naming the key for every invalid `config.data` field."""
-    if data.name not in DATASETS:
-        raise ValueError(f"config.data.name={data.name!r} is not one of {sorted(DATASETS)}.")
-    if data.crop_padding < 0:
-        raise ValueError(f"config.data.crop_padding={data.crop_padding} must be >= 0.")
-    if data.shuffle_buffer < 1:
-        raise ValueError(f"config.data.shuffle_buffer={data.shuffle_buffer} must be >= 1.")
-    if data.image_size < 1:
-        raise ValueError(f"config.data.image_size={data.image_size} must be >= 1.")
-    for key in ("mean", "std"):
-        if len(data[key]) not in (0, 3):
-            raise ValueError(f"config.data.{key}={tuple(data[key])} needs 3 values (R, G, B) or none.")
-    if data.std and min(data.std) <= 0:
-        raise ValueError(f"config.data.std={tuple(data.std)} must be positive.")
-
-
 def build_input(config: ml_collections.ConfigDict, *, process_index: int | None = None,
                 process_count: int | None = None) -> InputPipeline:
-    """Builds this process's input pipeline for `config.data` (preparing the dataset on first use)."""
+    """Builds this process's input pipeline for `config.data` (a config `validate_config` accepted), preparing an
+    embedded dataset on first use and downloading others only with `config.data.download`."""
     data = config.data
-    _validate(data)
     spec = DATASETS[data.name]
     if data.name == "image_folder":
-        builder = image_folder_builder(data.image_folder)
+        builder = image_folder_builder(data.image_folder, data.train_split, data.eval_split, data.skip_corrupt)
     else:
-        builder = tfds_builder(spec.tfds_name, data.data_dir)
+        builder = tfds_builder(spec.tfds_name, data.data_dir, data.download)
     info = dataset_info(builder, data.train_split, data.eval_split, data.image_size, spec)
     return InputPipeline(
         builder, info, spec, train_split=data.train_split, eval_split=data.eval_split, seed=config.seed,

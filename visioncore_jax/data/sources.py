@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from visioncore_jax.data import embedded, embedded_clips, embedded_masks  # noqa: F401  (registers the builders)
 from visioncore_jax.data.preprocessing import LUMA_WEIGHTS
+from visioncore_jax.errors import InputError
 
 STATISTICS_SAMPLE = 10_000  # training images used to measure normalization statistics
 TASKS = ("classification", "segmentation")
@@ -26,6 +27,7 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     label_offset: int = 0
     extra_keys: tuple[str, ...] = ()  # features passed to the model as they are (e.g. 'behavior')
+    clips: bool = False  # examples are clips [T, H, W, 3] rather than images [H, W, 3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,44 +44,52 @@ class DatasetInfo:
     extra_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (key, per-example shape) of the extra inputs
 
 
-class DatasetUnavailableError(RuntimeError):
-    """The dataset is neither prepared locally nor downloadable from here."""
+class DatasetUnavailableError(InputError):
+    """The dataset is neither prepared locally nor allowed (or able) to be downloaded."""
 
 
-def _offline_message(name: str, data_dir: str, error: Exception) -> str:
+def _unavailable_message(name: str, data_dir: str, error: Exception | None) -> str:
     where = data_dir or "~/tensorflow_datasets"
-    return (
-        f"Dataset {name!r} is not prepared in {where} and could not be downloaded ({type(error).__name__}: "
-        f"{str(error)[:200]}). Either point --config.data.data_dir at a TFDS data dir that holds it (prepare it "
-        f"on a connected machine with `tfds build {name} --data_dir=DIR` and copy DIR here), or train offline on "
-        "the embedded dataset with --config.data.name=embedded_shapes."
-    )
+    detail = " ".join(str(error).split())
+    detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+    why = (f"could not be downloaded ({type(error).__name__}: {detail})" if error else
+           "downloading was not asked for (--config.data.download=True downloads it)")
+    return (f"Dataset {name!r} is not prepared in {where} and {why}. Point --config.data.data_dir at a TFDS data "
+            f"dir that holds it (`tfds build {name} --data_dir=DIR` on a connected machine), or train offline "
+            "with --config.data.name=embedded_shapes.")
 
 
-def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-    """The TFDS builder of `name`, prepared in `data_dir` ('' = TFDS default); downloads only when needed.
+def _directories(root: str) -> set[str]:
+    return {os.path.join(parent, name) for parent, names, _ in os.walk(root) for name in names}
 
-    Raises DatasetUnavailableError, saying how to provide the data or run offline, when preparation fails.
-    """
+
+def _remove_new_empty_directories(root: str, before: set[str]) -> None:
+    """Removes the empty directories under `root` that were not in `before` (deepest first)."""
+    for path in sorted(_directories(root) - before, key=len, reverse=True):
+        if not os.listdir(path):
+            os.rmdir(path)
+
+
+def tfds_builder(name: str, data_dir: str, download: bool = False) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of `name` in `data_dir` ('' = TFDS default). An unprepared dataset is generated when it
+    is one of ours (`embedded_*`, procedural) and downloaded only when `download`; otherwise, or when the
+    download fails, a DatasetUnavailableError says how to provide the data, and no new empty directory is left
+    in the data dir."""
     builder = tfds.builder(name, data_dir=data_dir or None)
-    if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
-        try:
-            builder.download_and_prepare()
-        except Exception as error:  # TFDS raises many types offline (DownloadError, ConnectionError, OSError …)
-            if name.startswith("embedded_"):  # procedural: a failure here is a bug, not the network
-                raise
-            raise DatasetUnavailableError(_offline_message(name, data_dir, error)) from error
+    if builder.is_prepared():
+        return builder
+    if not (download or name.startswith("embedded_")):
+        raise DatasetUnavailableError(_unavailable_message(name, data_dir, None))
+    root = os.path.dirname(os.path.dirname(builder.data_dir))  # data_dir/<name>/<version>
+    before = _directories(root)
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # TFDS raises many types offline (DownloadError, ConnectionError, OSError …)
+        if name.startswith("embedded_"):  # procedural: a failure here is a bug, not the network
+            raise
+        _remove_new_empty_directories(root, before)
+        raise DatasetUnavailableError(_unavailable_message(name, data_dir, error)) from error
     return builder
-
-
-def image_folder_builder(root: str) -> tfds.core.DatasetBuilder:
-    """TFDS `ImageFolder` over `root/<split>/<class>/<image>`; raises a ValueError when `root` is missing."""
-    if not root or not tf.io.gfile.isdir(root):
-        raise ValueError(
-            f"config.data.image_folder={root!r} is not a directory; point it at root/<split>/<class>/*.png|jpg "
-            "(e.g. root/train/cat/1.png, root/test/cat/2.png)."
-        )
-    return tfds.folder_dataset.ImageFolder(root)
 
 
 def _num_examples(builder: tfds.core.DatasetBuilder, key: str, split: str) -> int:
@@ -89,7 +99,7 @@ def _num_examples(builder: tfds.core.DatasetBuilder, key: str, split: str) -> in
     try:
         dataset = builder.as_dataset(split=split)
     except (ValueError, KeyError) as error:
-        raise ValueError(f"config.data.{key}={split!r} is not a split of {builder.name}: "
+        raise InputError(f"--config.data.{key}={split!r} is not a split of {builder.name}: "
                          f"{sorted(builder.info.splits)}.") from error
     return int(dataset.reduce(0, lambda count, _: count + 1))
 
@@ -116,7 +126,7 @@ def label_counts(builder: tfds.core.DatasetBuilder, split: str, num_classes: int
         num_bad += int(batch_bad.sum())
         bad_values.update(batch_first[batch_bad > 0].tolist())
     if num_bad:
-        raise ValueError(f"{num_bad} labels of split {split!r} are outside [0, {num_classes}) (e.g. "
+        raise InputError(f"{num_bad} labels of split {split!r} are outside [0, {num_classes}) (e.g. "
                          f"{sorted(bad_values)[:5]}); labels must be 0-based class indices.")
     return counts
 

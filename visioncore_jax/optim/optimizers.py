@@ -25,17 +25,6 @@ def _base_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule) ->
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 
 
-def _validate(opt: ml_collections.ConfigDict) -> None:
-    if opt.name not in OPTIMIZERS:
-        raise ValueError(f"config.optimizer.name={opt.name!r} is not one of {list(OPTIMIZERS)}.")
-    if opt.weight_decay < 0:
-        raise ValueError(f"config.optimizer.weight_decay={opt.weight_decay} must be >= 0.")
-    if opt.accumulation_steps < 1:
-        raise ValueError(f"config.optimizer.accumulation_steps={opt.accumulation_steps} must be >= 1.")
-    if not 0 <= opt.momentum < 1:
-        raise ValueError(f"config.optimizer.momentum={opt.momentum} must be in [0, 1).")
-
-
 def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                     total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns `(tx, schedule)`; `schedule(step)` is the learning rate used by train step number `step`.
@@ -46,7 +35,6 @@ def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     leaves the parameters and every optimizer state untouched.
     """
     k = config.optimizer.accumulation_steps
-    _validate(config.optimizer)
     return optimizer_and_learning_rate(config, build_schedule(config, max(1, steps_per_epoch // k),
                                                               max(1, total_steps // k)))
 
@@ -69,7 +57,6 @@ def optimizer_with_schedule(config: ml_collections.ConfigDict,
                             schedule: optax.Schedule) -> optax.GradientTransformation:
     """The configured optimizer chain (see `build_optimizer`) driven by `schedule` (of update numbers)."""
     opt = config.optimizer
-    _validate(opt)
     k = opt.accumulation_steps
     tx = optax.chain(
         clip_by_global_norm_with_stats(opt.grad_clip_norm),

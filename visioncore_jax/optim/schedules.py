@@ -10,17 +10,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from visioncore_jax.errors import InputError
+
 SCHEDULES = ("constant", "warmup_cosine", "cosine_restarts", "onecycle", "polynomial", "exponential")
 
 
 def duration_in_steps(schedule: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:
-    """Steps of the duration `name` given as exactly one of `<name>_epochs` / `<name>_steps` (other = -1)."""
+    """Steps of the duration `name` given as exactly one of `<name>_epochs` / `<name>_steps` (the other -1, as
+    `validate_config` checks)."""
     epochs, steps = schedule[f"{name}_epochs"], schedule[f"{name}_steps"]
-    if (epochs >= 0) == (steps >= 0):
-        raise ValueError(
-            f"Set exactly one of config.schedule.{name}_epochs ({epochs}) and config.schedule.{name}_steps "
-            f"({steps}); disable the other with -1."
-        )
     return int(steps) if steps >= 0 else round(epochs * steps_per_epoch)
 
 
@@ -35,12 +33,9 @@ def _sgdr(schedule, peak: float, floor: float, steps_per_epoch: int, decay_steps
     optional warmup, as many as the run needs."""
     first = duration_in_steps(schedule, "cycle", steps_per_epoch)
     cycle_warmup = duration_in_steps(schedule, "cycle_warmup", steps_per_epoch)
-    if first < 1 or schedule.cycle_mult < 1 or not 0 < schedule.cycle_peak_decay <= 1 or cycle_warmup >= first:
-        raise ValueError(
-            f"config.schedule: cosine_restarts needs a first cycle of >= 1 step (got {first}), cycle_mult >= 1 "
-            f"(got {schedule.cycle_mult}), 0 < cycle_peak_decay <= 1 (got {schedule.cycle_peak_decay}) and a "
-            f"cycle warmup shorter than the first cycle (got {cycle_warmup})."
-        )
+    if first < 1 or cycle_warmup >= first:  # needs the steps per epoch: not checked by `validate_config`
+        raise InputError(f"--config.schedule.cycle_*: cosine_restarts needs a first cycle of >= 1 step (got {first}) "
+                         f"and a cycle warmup shorter than it (got {cycle_warmup}).")
     cycles, covered, k = [], 0, 0
     while covered < decay_steps:
         length = round(first * schedule.cycle_mult**k)
@@ -61,38 +56,26 @@ def _main_schedule(schedule, peak: float, floor: float, steps_per_epoch: int, de
     if name == "cosine_restarts":
         return _sgdr(schedule, peak, floor, steps_per_epoch, decay_steps)
     if name == "onecycle":
-        if not 0 < schedule.pct_start < 1 or schedule.div_factor <= 0 or schedule.final_div_factor <= 0:
-            raise ValueError("config.schedule: onecycle needs 0 < pct_start < 1 and positive div_factor / "
-                             f"final_div_factor (got {schedule.pct_start}, {schedule.div_factor}, "
-                             f"{schedule.final_div_factor}).")
         # As torch's OneCycleLR (cosine annealing): starts at peak / div_factor, rises over pct_start of the
         # run to the peak, then falls to start / final_div_factor.
         return optax.cosine_onecycle_schedule(decay_steps, peak, schedule.pct_start, schedule.div_factor,
                                               schedule.final_div_factor)
     if name == "polynomial":
-        if schedule.power <= 0:
-            raise ValueError(f"config.schedule.power={schedule.power} must be > 0.")
         # (peak - floor) * (1 - t / T)^power + floor: reaches the floor exactly at the end, unlike the original's
         # max(peak * (1 - t / T)^power, floor), which flattens at the floor before the end.
         return optax.polynomial_schedule(peak, floor, schedule.power, decay_steps)
-    if not 0 < schedule.decay_rate <= 1:
-        raise ValueError(f"config.schedule.decay_rate={schedule.decay_rate} must be in (0, 1] (per epoch).")
     # peak * decay_rate^(step / steps_per_epoch), or ^floor(epoch) with staircase.
     return optax.exponential_decay(peak, steps_per_epoch, schedule.decay_rate, staircase=schedule.staircase)
 
 
 def build_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    """The schedule named by `config.schedule.name`: `schedule(step)` is the LR of update number `step`."""
+    """The schedule named by `config.schedule.name` (a config `validate_config` accepted): `schedule(step)` is
+    the LR of update number `step`. Raises an InputError when the warmup is not shorter than the run."""
     schedule, peak, floor = config.schedule, config.optimizer.learning_rate, config.schedule.min_learning_rate
-    if schedule.name not in SCHEDULES:
-        raise ValueError(f"config.schedule.name={schedule.name!r} is not one of {list(SCHEDULES)}.")
-    if peak <= 0 or not 0 <= floor <= peak:
-        raise ValueError(f"Need config.optimizer.learning_rate > 0 (got {peak}) and 0 <= "
-                         f"config.schedule.min_learning_rate <= learning_rate (got {floor}).")
     warmup = duration_in_steps(schedule, "warmup", steps_per_epoch)
-    if not 0 <= warmup < total_steps:
-        raise ValueError(f"config.schedule.warmup_* gives {warmup} warmup steps; it must be >= 0 and shorter "
-                         f"than the run ({total_steps} steps).")
+    if warmup >= total_steps:
+        raise InputError(f"--config.schedule.warmup_* gives {warmup} warmup steps; it must be shorter than the run "
+                         f"({total_steps} steps).")
     main = _main_schedule(schedule, peak, floor, steps_per_epoch, total_steps - warmup)
     floored = lambda step: jnp.maximum(main(step), floor)  # noqa: E731
     if warmup == 0:

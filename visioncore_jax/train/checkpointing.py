@@ -18,8 +18,6 @@ class IncompatibleCheckpointError(ValueError):
 
 def create_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
     """A manager that keeps the `max_to_keep` latest checkpoints plus the best by `eval_accuracy`."""
-    if max_to_keep < 1:
-        raise ValueError(f"config.training.max_checkpoints_to_keep={max_to_keep} must be >= 1.")
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policies.AnyPreservationPolicy(
             [

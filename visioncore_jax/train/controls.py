@@ -11,6 +11,7 @@ import math
 import ml_collections
 
 MAX_METRICS = ("accuracy", "dice", "iou")
+MODES = ("auto", "min", "max")
 
 
 def metric_mode(metric: str, mode: str = "auto") -> str:
@@ -104,6 +105,7 @@ def check_rollback_budget(rollbacks: int, step: int, nan_recovery: ml_collection
 # last log window before the eval (noisy: for a loss without an eval split worth the name).
 CONTROL_METRICS = ("eval_accuracy", "eval_balanced_accuracy", "eval_loss", "eval_mean_dice", "eval_mean_iou",
                    "train_loss")
+SEGMENTATION_METRICS = ("eval_mean_dice", "eval_mean_iou")  # measured on segmentation data only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,29 +130,9 @@ class LoopState:
         return cls(PlateauState(**data["plateau"]), EarlyStoppingState(**data["early_stopping"]), data["rollbacks"])
 
 
-def validate_controls(config: ml_collections.ConfigDict) -> None:
-    """Raises a ValueError naming the key for invalid plateau / early stopping / NaN recovery settings."""
-    for block in ("plateau", "early_stopping"):
-        if config[block].metric not in CONTROL_METRICS:
-            raise ValueError(f"config.{block}.metric={config[block].metric!r} is not one of {list(CONTROL_METRICS)}.")
-        metric_mode(config[block].metric, config[block].mode)
-        if config[block].patience < 0:
-            raise ValueError(f"config.{block}.patience={config[block].patience} must be >= 0.")
-    if not 0 < config.plateau.factor < 1:
-        raise ValueError(f"config.plateau.factor={config.plateau.factor} must be in (0, 1).")
-    if not 0 < config.nan_recovery.lr_factor <= 1:
-        raise ValueError(f"config.nan_recovery.lr_factor={config.nan_recovery.lr_factor} must be in (0, 1].")
-    if config.nan_recovery.max_consecutive_skips < 1:
-        raise ValueError("config.nan_recovery.max_consecutive_skips must be >= 1.")
-
-
 def after_eval(loop_state: LoopState, eval_scalars: dict, config: ml_collections.ConfigDict) -> LoopState:
-    """Feeds one evaluation to the enabled plateau and early-stopping controls. A segmentation-only metric
-    asked of a classification run is an error naming the metric."""
-    for block in ("plateau", "early_stopping"):
-        if config[block].enabled and config[block].metric not in eval_scalars:
-            raise ValueError(f"config.{block}.metric={config[block].metric!r} is not measured by this run "
-                             f"(available: {sorted(k for k in eval_scalars if '/' not in k)}).")
+    """Feeds one evaluation to the enabled plateau and early-stopping controls (their metrics were checked
+    against the task by `validate_config`)."""
     plateau, early_stopping = loop_state.plateau, loop_state.early_stopping
     if config.plateau.enabled:
         plateau = plateau_update(plateau, eval_scalars[config.plateau.metric], config.plateau)

@@ -15,16 +15,16 @@ import optax
 from jax.sharding import Mesh
 
 from visioncore_jax.data import InputPipeline, build_input
+from visioncore_jax.errors import InputError
 from visioncore_jax.models import build_model
 from visioncore_jax.optim import build_optimizer, durations
 from visioncore_jax.optim.optimizers import optimizer_and_learning_rate
 from visioncore_jax.train import partitioning
-from visioncore_jax.train.controls import validate_controls
 from visioncore_jax.train.losses import class_weights
 from visioncore_jax.train.state import TrainState, create_train_state
 from visioncore_jax.train.steps import eval_step, train_step
 from visioncore_jax.train.tasks import Classification, Segmentation
-from visioncore_jax.train.validation import validate_training
+from visioncore_jax.train.validation import validate_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,23 +92,20 @@ def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | No
     """Validates `config` and builds the experiment; `model` / `pipeline` replace the configured ones when given
     (for custom models, and for the fault injections of the diagnostics tests)."""
     training = config.training
-    validate_training(training)
-    validate_controls(config)
     mesh = partitioning.make_mesh()
-    partitioning.check_batch_size(training.batch_size, mesh)
-    partitioning.check_batch_size(training.eval_batch_size, mesh, "config.training.eval_batch_size")
+    validate_config(config, mesh.devices.size)
     pipeline = pipeline or build_input(config)
     info = pipeline.info
     steps_per_epoch = durations.steps_per_epoch(info.num_train_examples, training.batch_size)
     if steps_per_epoch < 1:
-        raise ValueError(
-            f"config.training.batch_size={training.batch_size} exceeds the {info.num_train_examples} training "
+        raise InputError(
+            f"--config.training.batch_size={training.batch_size} exceeds the {info.num_train_examples} training "
             "examples; use a smaller batch."
         )
     num_train_steps = durations.num_train_steps(training, steps_per_epoch)
     tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
     return Experiment(
-        config=config, mesh=mesh, pipeline=pipeline, model=model or build_model(config, info.num_classes, info.task),
+        config=config, mesh=mesh, pipeline=pipeline, model=model or build_model(config, info.num_classes),
         task=_task(config, info), tx=tx, learning_rate_fn=learning_rate_fn, steps_per_epoch=steps_per_epoch,
         num_train_steps=num_train_steps,
         eval_every_steps=max(1, round(training.eval_every_epochs * steps_per_epoch)),

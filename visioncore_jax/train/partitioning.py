@@ -30,17 +30,6 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh, key: str = "config.training.batch_size") -> None:
-    """Raises a ValueError telling what to change when `batch_size` does not split evenly over devices."""
-    num_devices = mesh.devices.size
-    if batch_size <= 0 or batch_size % num_devices:
-        multiple = max(num_devices, (batch_size // num_devices) * num_devices or num_devices)
-        raise ValueError(
-            f"{key}={batch_size} must be a positive multiple of the {num_devices} devices in the mesh; "
-            f"use e.g. --{key}={multiple}."
-        )
-
-
 def jit_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
     """Jits `step_fn(state, metrics, statistics, batch, regularization) -> (state, metrics, statistics)`;
     donates the state, metrics and statistics buffers."""
