@@ -62,11 +62,14 @@ def median_step_times(compiled: dict, params, rounds: int) -> dict:
 def main(argv):
     del argv
     print(f"{jax.devices()[0].device_kind}; batch {BATCH}, {SIZE}x{SIZE}, {CHANNELS} -> {HIDDEN} channels")
-    print("    T | variant      | compile   | step (median of alternating rounds)")
+    print("    T | variant                | compile   | step (median of alternating rounds)")
     for steps in (8, 16, 64):
         x = jax.random.normal(jax.random.PRNGKey(0), (BATCH, steps, SIZE, SIZE, CHANNELS))
         params = ConvGRU(HIDDEN).init(jax.random.PRNGKey(1), x)["params"]
-        models = {f"scan unroll={u}": ConvGRU(HIDDEN, unroll=u) for u in UNROLLS if u <= steps}
+        models = {f"scan unroll={u}": ConvGRU(HIDDEN, unroll=u, recurrent_matmul=False) for u in UNROLLS
+                  if u <= steps}
+        models |= {f"scan im2col unroll={u}": ConvGRU(HIDDEN, unroll=u, recurrent_matmul=True) for u in UNROLLS
+                   if u <= steps}
         models["python loop"] = UnrolledConvGRU(HIDDEN)
         reference = UnrolledConvGRU(HIDDEN).apply({"params": params}, x)
         compile_seconds, compiled = {}, {}
@@ -75,7 +78,7 @@ def main(argv):
             compile_seconds[name], compiled[name] = compile_step(model, params, x)
         step_seconds = median_step_times(compiled, params, ROUNDS)
         for name in models:
-            print(f"{steps:5d} | {name:12s} | {compile_seconds[name]:7.2f} s | {step_seconds[name] * 1e3:7.1f} ms",
+            print(f"{steps:5d} | {name:22s} | {compile_seconds[name]:7.2f} s | {step_seconds[name] * 1e3:7.1f} ms",
                   flush=True)
 
 

@@ -14,7 +14,7 @@ from visioncore_jax.models.attention import CBAM, SqueezeExcitation
 from visioncore_jax.models.conv_block import ConvBlock, ResBlock, activation_init
 from visioncore_jax.models.modulation import BehaviorModulatedConvGRU
 from visioncore_jax.models.norms import RMSNorm
-from visioncore_jax.models.recurrent import ConvGRU, ConvGRUCell, GateConv
+from visioncore_jax.models.recurrent import ConvGRU, ConvGRUCell, GateConv, PatchConv
 from visioncore_jax.models.unet import UNet
 from visioncore_jax.train import checkpointing
 from visioncore_jax.train.state import create_train_state
@@ -197,6 +197,20 @@ def test_scan_equals_stepwise_cell_application():
         h, _ = cell.apply({"params": params["cell"]}, h, project(x[:, t]))
         np.testing.assert_allclose(sequence[:, t], h + x[:, t], rtol=1e-5, atol=1e-5)
         assert float(jnp.abs(h).max()) <= 0.5  # the hidden-state clamp
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+def test_patch_conv_equals_nn_conv_with_the_same_parameters(kernel_size):
+    x = jnp.asarray(RNG.normal(size=(2, 5, 6, 4)), jnp.float32)
+    conv = nn.Conv(6, (kernel_size, kernel_size), padding="SAME")
+    params = conv.init(jax.random.PRNGKey(0), x)["params"]
+    params = {"kernel": params["kernel"], "bias": jnp.asarray(RNG.normal(size=6), jnp.float32)}
+    patch = PatchConv(6, kernel_size)
+    assert jax.tree.map(jnp.shape, patch.init(jax.random.PRNGKey(0), x)["params"]) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(patch.apply({"params": params}, x), conv.apply({"params": params}, x), rtol=1e-5,
+                               atol=1e-5)
+    grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply({"params": p}, x))))(params) for m in (patch, conv)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
 
 
 def test_convgru_gate_convolutions_and_initialisation():

@@ -2,6 +2,9 @@
 shapes, converted, and the JAX models' outputs compared with reference forwards written in torch's NCHW/OIHW
 layout (jax.lax on the unconverted arrays)."""
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +12,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from configs import test as test_config
-from visioncore_jax.tools import convert
+from tests.conftest import read_scalars
+from visioncore_jax.tools import convert, evaluate
+from visioncore_jax.train import train_and_evaluate
+from visioncore_jax.train.experiment import build_experiment
 
 RNG = np.random.default_rng(0)
 
@@ -196,3 +202,34 @@ def test_torch_gru_into_a_1x1_convgru(suffix):
     state["weight_ih_l1"] = state[f"weight_ih{suffix}"]  # a second layer: not a single ConvGRU
     with pytest.raises(convert.ConversionError, match="unexpected: weight_ih_l1"):
         convert.convert_gru(state)
+
+
+@pytest.mark.slow
+def test_converted_workdir_evaluates_and_fine_tunes(tfds_data_dir, tmp_path):
+    """Convert → `--mode=eval` → `main.py` resumes from it: a converted head biased to class 0 predicts class 0
+    everywhere, and the first fine-tuning losses start from that model (far above a fresh one's ln K)."""
+    config = test_config.get_config()
+    config.data.data_dir = tfds_data_dir
+    experiment = build_experiment(config)
+    num_classes = experiment.info.num_classes
+    state = torch_resnet_state_dict("dual", tuple(config.model.num_blocks), base=config.model.width // 2,
+                                    num_classes=num_classes)
+    state["shared_classifier.bias"][0] = 60.0
+    np.savez(tmp_path / "original.npz", **state)
+    workdir = str(tmp_path / "imported")
+    convert.convert(str(tmp_path / "original.npz"), config, workdir)
+
+    result = evaluate.evaluate_workdir(config, workdir)
+    confusion = np.asarray(result["confusion"])
+    assert result["step"] == 0 and confusion.sum() == experiment.info.num_eval_examples
+    assert confusion[:, 1:].sum() == 0  # every prediction is class 0
+    np.testing.assert_allclose(result["metrics"]["eval_accuracy"], confusion[:, 0].sum() / confusion.sum(), rtol=1e-6)
+    assert [row["recall"] for row in result["per_class"]][:2] == [1.0, 0.0]
+    with open(os.path.join(workdir, "eval", "0.json")) as f:
+        assert json.load(f)["confusion"] == result["confusion"]
+    with pytest.raises(ValueError, match=r"--step=3 is not a checkpoint .* there are \[0\]"):
+        evaluate.evaluate_workdir(config, workdir, step=3)
+
+    train_and_evaluate(config, workdir)
+    first_loss = read_scalars(workdir)["train_loss"][0][1]
+    assert first_loss > 5 * np.log(num_classes)

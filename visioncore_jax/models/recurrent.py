@@ -15,9 +15,37 @@ from visioncore_jax.models.layers import DIAGNOSTICS, sow_gate_stats
 
 # Time steps per iteration of the scan's while loop (measured: benchmarks/convgru_scan.py, BENCHMARKS.md).
 UNROLL = 1
+# The standard recurrent convolution as an im2col matrix product (PatchConv) inside the scan.
+RECURRENT_MATMUL = True
 
 # torch's default conv init, kaiming_uniform(a=√5): variance 1/3 over fan-in, uniform.
 input_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class PatchConv(nn.Module):
+    """A stride-1 "SAME" convolution computed as one matrix product of the k·k shifted copies of `x` (im2col):
+    the same parameters (`kernel` [k, k, C, F], `bias` [F]) and outputs as `nn.Conv`.
+
+    Hand-written for the recurrent convolution inside the scan: XLA:CPU runs convolutions (and, worse, their
+    gradients) inside a while loop far slower than outside (jax-ml/jax#12868; 7-9x here, BENCHMARKS.md),
+    while slices, pads and dots in a loop body run at full speed.
+    """
+
+    features: int
+    kernel_size: int
+    kernel_init: nn.initializers.Initializer = input_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps NHWC `x` to `features` channels."""
+        k, channels = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (k, k, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        height, width = x.shape[1:3]
+        padded = jnp.pad(x, ((0, 0), ((k - 1) // 2, k // 2), ((k - 1) // 2, k // 2), (0, 0)))
+        patches = jnp.concatenate([padded[:, dy:dy + height, dx:dx + width] for dy in range(k) for dx in range(k)],
+                                  axis=-1)
+        return patches @ kernel.reshape(k * k * channels, self.features).astype(x.dtype) + bias.astype(x.dtype)
 
 
 class GateConv(nn.Module):
@@ -28,6 +56,7 @@ class GateConv(nn.Module):
     conv_type: str = "standard"
     groups: int = 1
     kernel_init: nn.initializers.Initializer = input_kernel_init
+    as_matmul: bool = False  # a standard conv as PatchConv (same parameters): for loop bodies on XLA:CPU
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -40,6 +69,8 @@ class GateConv(nn.Module):
                         kernel_init=input_kernel_init, name="depthwise")(x)
             return nn.Conv(self.features, (1, 1), kernel_init=self.kernel_init, name="pointwise")(x)
         groups = self.groups if self.conv_type == "grouped" else 1
+        if self.as_matmul and groups == 1:
+            return PatchConv(self.features, self.kernel_size, self.kernel_init, name="Conv_0")(x)
         if x.shape[-1] % groups or self.features % groups:
             raise ValueError(f"groups={groups} must divide the input ({x.shape[-1]}) and gate ({self.features}) "
                              "channels.")
@@ -62,13 +93,14 @@ class ConvGRUCell(nn.Module):
     recurrent_norm: bool = False
     hidden_clamp: float | None = None
     reset_before: bool = False
+    recurrent_matmul: bool = False
 
     def _recurrent(self, h: jax.Array, gates: int, name: str) -> jax.Array:
         """The recurrent projection of `h` to `gates` gates, each gate's channels normalized on their own
         ([..., gates, hidden]) with `recurrent_norm`: the gates never mix, and any hidden width works (the
         original's GroupNorm over 3·hidden channels did neither)."""
         proj = GateConv(gates * self.hidden, self.kernel_size, self.conv_type, self.groups,
-                        kernel_init=nn.initializers.orthogonal(), name=name)(h)
+                        kernel_init=nn.initializers.orthogonal(), as_matmul=self.recurrent_matmul, name=name)(h)
         if not self.recurrent_norm:
             return proj
         per_gate = proj.reshape(*proj.shape[:-1], gates, self.hidden)
@@ -124,6 +156,7 @@ class ConvGRU(nn.Module):
     return_sequences: bool = False
     reset_before: bool = False
     unroll: int = UNROLL
+    recurrent_matmul: bool = RECURRENT_MATMUL
     return_state: bool = False
 
     @nn.compact
@@ -146,8 +179,9 @@ class ConvGRU(nn.Module):
         # Gate statistics sown at each time step are stacked along a leading time axis.
         scan = nn.scan(ConvGRUCell, variable_broadcast="params", variable_axes={DIAGNOSTICS: 0},
                        split_rngs={"params": False}, in_axes=1, out_axes=1, unroll=min(self.unroll, steps))
-        h_last, sequence = scan(self.hidden, self.kernel_size, self.conv_type, self.groups, self.recurrent_norm,
-                                self.hidden_clamp, self.reset_before, name="cell")(h0.astype(x_proj.dtype), x_proj)
+        cell = scan(self.hidden, self.kernel_size, self.conv_type, self.groups, self.recurrent_norm, self.hidden_clamp,
+                    self.reset_before, self.recurrent_matmul, name="cell")
+        h_last, sequence = cell(h0.astype(x_proj.dtype), x_proj)
         output = sequence if self.return_sequences else h_last
         if self.residual:
             output = output + (x if self.return_sequences else x[:, -1])

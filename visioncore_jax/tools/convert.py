@@ -25,7 +25,7 @@ from visioncore_jax.models.recurrent import ConvGRU
 from visioncore_jax.optim.optimizers import optimizer_with_schedule
 from visioncore_jax.train import checkpointing
 from visioncore_jax.train.controls import LoopState
-from visioncore_jax.train.state import create_train_state
+from visioncore_jax.train.state import TrainState, create_train_state
 
 FORMATS = (".pth", ".pt", ".npz", ".safetensors")
 # State-dict entries with no counterpart here: BatchNorm's update counter (flax needs none).
@@ -212,9 +212,7 @@ def convert_resnet(config: ml_collections.ConfigDict, state_dict: dict) -> tuple
         raise ConversionError(f"No {classifier} in the state dict: is it a {name} checkpoint? Its first keys: "
                               f"{sorted(state_dict)[:8]}.")
     model = build_model(config, int(state_dict[classifier].shape[0]))
-    size = int(config.data.image_size)  # any size works: the backbone pools globally
-    inputs = {"color": jnp.zeros((1, size, size, 3)), "brightness": jnp.zeros((1, size, size, 1))}
-    target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), inputs, train=False))
+    target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), example_inputs(config), train=False))
     target = {k: v for k, v in target.items() if k in ("params", "batch_stats")}
     key_map = resnet_key_map("dual" if name == "dual_resnet" else "torchvision",
                              3 if config.model.block == "bottleneck" else 2)
@@ -222,19 +220,29 @@ def convert_resnet(config: ml_collections.ConfigDict, state_dict: dict) -> tuple
     return model, convert_variables(state_dict, target, key_map, droppable)
 
 
+def example_inputs(config: ml_collections.ConfigDict) -> dict:
+    """Zero color and brightness images of `config.data.image_size` (the ResNets pool globally: any size
+    gives the same variables), without reading the dataset."""
+    size = int(config.data.image_size)
+    return {"color": jnp.zeros((1, size, size, 3)), "brightness": jnp.zeros((1, size, size, 1))}
+
+
+def initial_state(config: ml_collections.ConfigDict, model) -> TrainState:
+    """The train state main.py would start `model` with, built without the dataset: the optimizer state's
+    structure does not depend on the schedule's values, so a constant schedule builds it."""
+    tx = optimizer_with_schedule(config, optax.constant_schedule(config.optimizer.learning_rate))
+    return create_train_state(model, tx, example_inputs(config), config.seed)
+
+
 def write_workdir(config: ml_collections.ConfigDict, model, variables: dict, workdir: str) -> None:
     """A step-0 orbax checkpoint of `variables` with a fresh optimizer state, and `config.json`, in `workdir`:
     `main.py --workdir` then resumes (fine-tunes) from it, `--mode=eval` evaluates it."""
     if os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(os.path.join(workdir, "checkpoints")):
         raise ConversionError(f"--workdir={workdir} already has checkpoints; convert into a new workdir.")
-    # The optimizer state's structure does not depend on the schedule's values: a constant one builds it.
-    tx = optimizer_with_schedule(config, optax.constant_schedule(config.optimizer.learning_rate))
-    size = int(config.data.image_size)
-    inputs = {"color": jnp.zeros((1, size, size, 3)), "brightness": jnp.zeros((1, size, size, 1))}
-    state = create_train_state(model, tx, inputs, config.seed)
+    state = initial_state(config, model)
     params = jax.tree.map(jnp.asarray, variables["params"])
     state = state.replace(params=params, batch_stats=jax.tree.map(jnp.asarray, variables.get("batch_stats", {})),
-                          opt_state=tx.init(params))
+                          opt_state=state.tx.init(params))
     os.makedirs(workdir, exist_ok=True)
     with checkpointing.create_manager(workdir, config.training.max_checkpoints_to_keep) as manager:
         checkpointing.save(manager, state, LoopState().to_json())
