@@ -2,6 +2,7 @@
 shapes, converted, and the JAX models' outputs compared with reference forwards written in torch's NCHW/OIHW
 layout (jax.lax on the unconverted arrays)."""
 
+import importlib.util
 import json
 import os
 
@@ -156,6 +157,10 @@ def test_every_bad_key_is_listed_in_one_error(tmp_path):
     assert "wrong shape: layer3.modules_list.0.conv2.brightness_weight: (32, 16, 3, 3)" in message
     with pytest.raises(convert.ConversionError, match="unknown format '.ckpt'"):
         convert.read_state_dict(str(tmp_path / "model.ckpt"))
+    (tmp_path / "model.pth").write_bytes(b"")
+    if importlib.util.find_spec("torch") is None:  # the project never depends on torch: a clear way out
+        with pytest.raises(convert.ConversionError, match="needs PyTorch, which is not installed; .* safetensors"):
+            convert.read_state_dict(str(tmp_path / "model.pth"))
 
 
 def test_layout_conventions():

@@ -2,8 +2,9 @@
 
 Gates follow torch.nn.GRU / cuDNN: z = σ(W_xz x + b_xz + W_hz h + b_hz), r = σ(W_xr x + b_xr + W_hr h + b_hr),
 n = tanh(W_xn x + b_xn + r ⊙ (W_hn h + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h, with convolutions in place of the
-matrix products. (The original never used r; its "fix" tanh(n + r·h) is not a GRU either.) The input
-projections of all time steps are one convolution before the scan.
+matrix products (`reset_before=True`: Cho et al.'s n = tanh(W_xn x + b_xn + W_hn (r ⊙ h) + b_hn)). (The
+original never used r; its "fix" tanh(n + r·h) is not a GRU either.) The input projections of all time steps
+are one convolution before the scan. Kernels stack the gates as (z, r, n); torch.nn.GRU stacks (r, z, n).
 """
 
 import flax.linen as nn
@@ -140,8 +141,9 @@ class ConvGRU(nn.Module):
     torch.nn.GRU stores (r, z, n) (`visioncore_jax.tools.convert` reorders). Options: `learnable_h0` (a learned
     initial state, zeros at init), `residual` (adds the input to the output when C == hidden; not to the
     state), `hidden_clamp` (clamps the hidden state to ±value each step; it does not clip gradients),
-    `recurrent_norm`, `reset_before` (see ConvGRUCell), depthwise-separable or grouped gate convolutions, and
-    `unroll` (time steps per iteration of the scan's loop; see BENCHMARKS.md). Recurrent kernels are
+    `recurrent_norm`, `reset_before` (see ConvGRUCell), depthwise-separable or grouped gate convolutions,
+    `unroll` (time steps per iteration of the scan's loop) and `recurrent_matmul` (the standard recurrent
+    convolution as an im2col matrix product, `PatchConv`, same parameters; see BENCHMARKS.md). Recurrent kernels are
     orthogonal at init, input kernels kaiming-uniform (a=√5).
     """
 
