@@ -5,7 +5,7 @@ A Python loop unrolls T copies of the cell into the XLA program, so its compile 
 compiles `unroll` copies. All compute the same function (checked here); timings are of a jitted forward +
 backward, in alternating rounds.
 
-  python -m benchmarks.convgru_scan
+  python -m benchmarks.convgru_scan [--unrolls=1,2,4,8,16 --matmul_unrolls=1,2 --max_loop_steps=64]
 """
 
 import time
@@ -14,12 +14,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
+from absl import app, flags
 
 from visioncore_jax.models.recurrent import ConvGRU, ConvGRUCell, GateConv
 
 BATCH, SIZE, CHANNELS, HIDDEN = 8, 16, 16, 16
-UNROLLS, ROUNDS = (1, 2, 4, 8, 16), 5
+ROUNDS = 5
+flags.DEFINE_list("unrolls", ["1", "2", "4", "8", "16"], "unroll values of the scan (with nn.Conv).")
+flags.DEFINE_list("matmul_unrolls", ["1", "2"], "unroll values of the scan with the im2col recurrent conv.")
+flags.DEFINE_integer("max_loop_steps", 64, "Time the Python loop only up to this T (its compile grows with T).")
 
 
 class UnrolledConvGRU(nn.Module):
@@ -66,11 +69,12 @@ def main(argv):
     for steps in (8, 16, 64):
         x = jax.random.normal(jax.random.PRNGKey(0), (BATCH, steps, SIZE, SIZE, CHANNELS))
         params = ConvGRU(HIDDEN).init(jax.random.PRNGKey(1), x)["params"]
-        models = {f"scan unroll={u}": ConvGRU(HIDDEN, unroll=u, recurrent_matmul=False) for u in UNROLLS
-                  if u <= steps}
-        models |= {f"scan im2col unroll={u}": ConvGRU(HIDDEN, unroll=u, recurrent_matmul=True) for u in UNROLLS
-                   if u <= steps}
-        models["python loop"] = UnrolledConvGRU(HIDDEN)
+        models = {f"scan unroll={u}": ConvGRU(HIDDEN, unroll=int(u), recurrent_matmul=False)
+                  for u in flags.FLAGS.unrolls if int(u) <= steps}
+        models |= {f"scan im2col unroll={u}": ConvGRU(HIDDEN, unroll=int(u), recurrent_matmul=True)
+                   for u in flags.FLAGS.matmul_unrolls if int(u) <= steps}
+        if steps <= flags.FLAGS.max_loop_steps:
+            models["python loop"] = UnrolledConvGRU(HIDDEN)
         reference = UnrolledConvGRU(HIDDEN).apply({"params": params}, x)
         compile_seconds, compiled = {}, {}
         for name, model in models.items():

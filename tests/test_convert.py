@@ -228,7 +228,7 @@ def test_converted_workdir_evaluates_and_fine_tunes(tfds_data_dir, tmp_path):
     confusion = np.asarray(result["confusion"])
     assert result["step"] == 0 and confusion.sum() == experiment.info.num_eval_examples
     assert confusion[:, 1:].sum() == 0  # every prediction is class 0
-    np.testing.assert_allclose(result["metrics"]["eval_accuracy"], confusion[:, 0].sum() / confusion.sum(), rtol=1e-6)
+    np.testing.assert_allclose(result["metrics"]["eval_accuracy"], confusion[0, 0] / confusion.sum(), rtol=1e-6)
     assert [row["recall"] for row in result["per_class"]][:2] == [1.0, 0.0]
     with open(os.path.join(workdir, "eval", "0.json")) as f:
         assert json.load(f)["confusion"] == result["confusion"]

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 from visioncore_jax.models.conv_block import CONV_TYPES
 from visioncore_jax.models.layers import DIAGNOSTICS, sow_gate_stats
 
-# Time steps per iteration of the scan's while loop (measured: benchmarks/convgru_scan.py, BENCHMARKS.md).
+# Measured defaults (benchmarks/convgru_scan.py, BENCHMARKS.md): the standard recurrent convolution as an im2col
+# matrix product (PatchConv) in the scan (5-6x faster per step on XLA:CPU, compile time flat in T); one time
+# step per loop iteration (partial unrolling bought nothing and costs compile time).
 UNROLL = 1
-# The standard recurrent convolution as an im2col matrix product (PatchConv) inside the scan.
 RECURRENT_MATMUL = True
 
 # torch's default conv init, kaiming_uniform(a=√5): variance 1/3 over fan-in, uniform.
