@@ -5,6 +5,7 @@ r"""Trains a vision model from a config file; every config field can be overridd
   python main.py --mode=preflight --workdir=workdirs/default --config=configs/default.py
   python main.py --mode=lr_find --workdir=workdirs/default --config=configs/default.py
   python main.py --mode=diagnose --workdir=workdirs/default
+  python main.py --mode=eval --workdir=workdirs/default --config=configs/default.py [--checkpoint=latest|--step=N]
 
 The workdir is the TensorBoard logdir; re-running the same command resumes from its latest checkpoint.
 
@@ -26,16 +27,19 @@ from ml_collections import config_flags
 
 from visioncore_jax import diagnostics
 from visioncore_jax.errors import InputError
-from visioncore_jax.tools import lr_find, preflight
+from visioncore_jax.tools import evaluate, lr_find, preflight
 from visioncore_jax.train import train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
 from visioncore_jax.train.validation import check_workdir, validate_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for TensorBoard events, checkpoints and diagnostics.")
-flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find"],
+flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find", "eval"],
                   "train; preflight: run the preflight checks (exit 1 on FAIL); diagnose: analyze the records in "
-                  "--workdir (finished or running; no --config needed); lr_find: LR range test.")
+                  "--workdir (finished or running; no --config needed); lr_find: LR range test; eval: evaluate a "
+                  "checkpoint of --workdir on the eval split (--checkpoint, --step).")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "--mode=eval: which checkpoint (unless --step).")
+flags.DEFINE_integer("step", -1, "--mode=eval: evaluate the checkpoint of this step (-1: --checkpoint).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host; launch.sh sets this).")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.mark_flags_as_required(["workdir"])
@@ -126,6 +130,10 @@ def main(argv):
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<experiment>.py.")
     _check_inputs(FLAGS.config, FLAGS.workdir)
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+    if FLAGS.mode == "eval":
+        print(evaluate.format_table(evaluate.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint,
+                                                              FLAGS.step)))
+        return
     experiment = build_experiment(FLAGS.config)
     if FLAGS.mode == "train":
         if FLAGS.config.preflight:

@@ -82,7 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Linear warmup before any schedule; 0 disables it (onecycle has its own ramp: usually 0 there).
     config.schedule.warmup_epochs = 1.0
     config.schedule.warmup_steps = -1
-    config.schedule.min_learning_rate = 1e-6  # floor after warmup (also the end of cosine / polynomial)
+    config.schedule.min_learning_rate = 1e-6  # floor after warmup (also the end of cosine / polynomial); not onecycle
     # cosine_restarts (SGDR): first cycle length, its growth, the peak's decay per cycle, warmup per cycle.
     config.schedule.cycle_epochs = 2.0
     config.schedule.cycle_steps = -1
@@ -90,10 +90,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.cycle_peak_decay = 1.0
     config.schedule.cycle_warmup_epochs = 0.0
     config.schedule.cycle_warmup_steps = -1
-    # onecycle: start = peak / div_factor, end = start / final_div_factor, rising over pct_start of the run.
+    # onecycle, as torch's OneCycleLR step for step: start = peak / div_factor, rising over pct_start of the
+    # run to the peak, falling to start / final_div_factor at the last step; 'cos' | 'linear' annealing;
+    # three_phase: back down to the start before the final fall. Not floored at min_learning_rate unless
+    # onecycle_floored.
     config.schedule.pct_start = 0.3
     config.schedule.div_factor = 25.0
     config.schedule.final_div_factor = 1e4
+    config.schedule.anneal_strategy = 'cos'
+    config.schedule.three_phase = False
+    config.schedule.onecycle_floored = False
     # polynomial: (peak - min) * (1 - t / T)^power + min.
     config.schedule.power = 1.0
     # exponential: peak * decay_rate^epoch (staircase: whole epochs only).

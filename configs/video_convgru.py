@@ -35,6 +35,9 @@ def get_config():
         learnable_h0=True,
         residual=False,
         hidden_clamp=-1.0,  # > 0 clamps the hidden state to +-value every step
+        reset_before=False,  # True: Cho et al.'s candidate tanh(Wx + U(r*h)); False: torch/cuDNN's r*(Uh + b)
+        unroll=1,  # time steps per iteration of the scan's loop (compile time grows with it; BENCHMARKS.md)
+        recurrent_matmul=True,  # the recurrent conv as an im2col matmul: fast in a loop on XLA:CPU
     ))
     # > 0: embed the clips' behavior vectors (running speed, pupil) to this many channels and concatenate them
     # to the ConvGRU input, broadcast over space (VisionCore's modulator); 0: images only.

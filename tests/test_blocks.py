@@ -1,9 +1,11 @@
 """Model building blocks against NumPy references and closed forms: RMSNorm, conv blocks, identity residual
 blocks, SE/CBAM bounds, and a ConvGRU equal to a textbook GRU."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import vc_resnet
@@ -12,8 +14,10 @@ from visioncore_jax.models.attention import CBAM, SqueezeExcitation
 from visioncore_jax.models.conv_block import ConvBlock, ResBlock, activation_init
 from visioncore_jax.models.modulation import BehaviorModulatedConvGRU
 from visioncore_jax.models.norms import RMSNorm
-from visioncore_jax.models.recurrent import ConvGRU, ConvGRUCell, GateConv
+from visioncore_jax.models.recurrent import ConvGRU, ConvGRUCell, GateConv, PatchConv
 from visioncore_jax.models.unet import UNet
+from visioncore_jax.train import checkpointing
+from visioncore_jax.train.state import create_train_state
 
 RNG = np.random.default_rng(0)
 
@@ -26,7 +30,7 @@ def param_count(tree):
 def test_rmsnorm_matches_numpy(axes):
     x = RNG.normal(size=(2, 4, 4, 6)).astype(np.float32) * 3 + 1
     scale, bias = RNG.normal(size=6).astype(np.float32), RNG.normal(size=6).astype(np.float32)
-    layer = RMSNorm(eps=1e-4, axes=axes)
+    layer = RMSNorm(eps=1e-4, axes=axes, use_bias=True)
     y = layer.apply({"params": {"scale": scale, "bias": bias}}, jnp.asarray(x))
     expected = x / np.sqrt(np.mean(x**2, axis=axes, keepdims=True) + 1e-4) * scale + bias
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
@@ -34,6 +38,32 @@ def test_rmsnorm_matches_numpy(axes):
     assert y16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y16, np.float32), expected, rtol=2e-2, atol=2e-2)
     assert RMSNorm(affine=False).init(jax.random.PRNGKey(0), jnp.asarray(x)) == {}
+    # As torch.nn.RMSNorm: no bias unless asked.
+    default = RMSNorm(eps=1e-4, axes=axes)
+    assert jax.tree.map(np.shape, default.init(jax.random.PRNGKey(0), jnp.asarray(x))) == {"params": {"scale": (6,)}}
+    np.testing.assert_allclose(default.apply({"params": {"scale": scale}}, jnp.asarray(x)), expected - bias,
+                               rtol=1e-5, atol=1e-5)
+
+
+class NormOnly(nn.Module):
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self, inputs, train):
+        return RMSNorm(use_bias=self.use_bias)(inputs["color"])
+
+
+def test_rmsnorm_checkpoint_with_a_bias_fails_clearly_without_one(tmp_path):
+    """A checkpoint saved when RMSNorm had a bias does not restore into the bias-free default: the error names
+    the bias and says what to do."""
+    inputs, tx = {"color": jnp.ones((1, 4, 4, 3))}, optax.sgd(0.1)
+    manager = checkpointing.create_manager(str(tmp_path), 1)
+    checkpointing.save(manager, create_train_state(NormOnly(True), tx, inputs, 0), {})
+    manager.wait_until_finished()
+    restored, _ = checkpointing.restore_latest(manager, create_train_state(NormOnly(True), tx, inputs, 1))
+    assert set(restored.params["RMSNorm_0"]) == {"scale", "bias"}
+    with pytest.raises(checkpointing.IncompatibleCheckpointError, match=r"(?s)RMSNorm_0\.bias.*Use a new --workdir"):
+        checkpointing.restore_latest(manager, create_train_state(NormOnly(False), tx, inputs, 1))
 
 
 def block_params(block, in_channels=8):
@@ -50,7 +80,7 @@ def test_conv_parameter_counts_match_closed_forms():
         k * k * (c_in // groups) * c_out + bn)
     # Weight norm adds one scale per output channel.
     assert param_count(block_params(ConvBlock(c_out, weight_norm=True))) == k * k * c_in * c_out + c_out + bn
-    assert param_count(block_params(ConvBlock(c_out, norm="rms"))) == k * k * c_in * c_out + 2 * c_out
+    assert param_count(block_params(ConvBlock(c_out, norm="rms"))) == k * k * c_in * c_out + c_out  # no bias
 
 
 def test_conv_block_rejects_inconsistent_options():
@@ -98,28 +128,57 @@ def sigmoid(v):
     return 1 / (1 + np.exp(-v))
 
 
-def test_convgru_with_1x1_kernels_equals_a_textbook_gru():
+@pytest.mark.parametrize("reset_before", [False, True])
+def test_convgru_with_1x1_kernels_equals_a_textbook_gru(reset_before):
+    """torch/cuDNN candidate tanh(W x + b + r(U h + c)), or Cho et al.'s tanh(W x + b + U(r h) + c), from a
+    per-example initial state; the final state is returned."""
     batch, steps, channels, hidden = 3, 5, 4, 6
     x = RNG.normal(size=(batch, steps, 1, 1, channels)).astype(np.float32)
-    gru = ConvGRU(hidden, kernel_size=1, learnable_h0=True, return_sequences=True)
+    h0 = RNG.normal(size=(batch, 1, 1, hidden)).astype(np.float32)
+    gru = ConvGRU(hidden, kernel_size=1, return_sequences=True, return_state=True, reset_before=reset_before)
     variables = gru.init(jax.random.PRNGKey(0), jnp.asarray(x))
     params = jax.tree.map(np.asarray, variables["params"])
-    params["h0"] = RNG.normal(size=hidden).astype(np.float32)
     params["input"]["Conv_0"]["bias"] = RNG.normal(size=3 * hidden).astype(np.float32)
-    params["cell"]["recurrent"]["Conv_0"]["bias"] = RNG.normal(size=3 * hidden).astype(np.float32)
-    sequence = np.asarray(gru.apply({"params": params}, jnp.asarray(x)))
+    recurrent = ["recurrent", "recurrent_candidate"] if reset_before else ["recurrent"]
+    for name in recurrent:
+        params["cell"][name]["Conv_0"]["bias"] = RNG.normal(size=params["cell"][name]["Conv_0"]["bias"].shape)
+    final, sequence = gru.apply({"params": params}, jnp.asarray(x), jnp.asarray(h0))
 
     w_x, b_x = params["input"]["Conv_0"]["kernel"][0, 0], params["input"]["Conv_0"]["bias"]
-    w_h, b_h = params["cell"]["recurrent"]["Conv_0"]["kernel"][0, 0], params["cell"]["recurrent"]["Conv_0"]["bias"]
+    # The recurrent kernels of all three gates, [hidden, 3 * hidden], in the order (z, r, n).
+    w_h = np.concatenate([params["cell"][n]["Conv_0"]["kernel"][0, 0] for n in recurrent], axis=-1)
+    b_h = np.concatenate([params["cell"][n]["Conv_0"]["bias"] for n in recurrent], axis=-1)
     gate = lambda w, b, v, g: v @ w[:, g * hidden:(g + 1) * hidden] + b[g * hidden:(g + 1) * hidden]  # noqa: E731
-    h = np.broadcast_to(params["h0"], (batch, hidden))
+    h = h0[:, 0, 0]
     for t in range(steps):
         xt = x[:, t, 0, 0]
         z = sigmoid(gate(w_x, b_x, xt, 0) + gate(w_h, b_h, h, 0))
         r = sigmoid(gate(w_x, b_x, xt, 1) + gate(w_h, b_h, h, 1))
-        n = np.tanh(gate(w_x, b_x, xt, 2) + r * gate(w_h, b_h, h, 2))
-        h = (1 - z) * n + z * h
+        recurrent_n = gate(w_h, b_h, r * h, 2) if reset_before else r * gate(w_h, b_h, h, 2)
+        h = (1 - z) * np.tanh(gate(w_x, b_x, xt, 2) + recurrent_n) + z * h
         np.testing.assert_allclose(sequence[:, t, 0, 0], h, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(final[:, 0, 0], h, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [dict(learnable_h0=True, recurrent_norm=True, residual=True, hidden_clamp=0.5),
+                                     dict(reset_before=True, recurrent_norm=True, unroll=3)])
+def test_streaming_two_halves_with_carried_state_equals_the_whole_clip(options):
+    x = jnp.asarray(RNG.normal(size=(2, 8, 5, 5, 4)), jnp.float32)
+    gru = ConvGRU(4, return_sequences=True, return_state=True, **options)
+    params = gru.init(jax.random.PRNGKey(3), x)["params"]
+    variables = {"params": jax.tree.map(lambda v: v + 0.1 * jnp.asarray(RNG.normal(size=v.shape), v.dtype), params)}
+    final, whole = gru.apply(variables, x)
+    middle, first = gru.apply(variables, x[:, :3])
+    last, second = gru.apply(variables, x[:, 3:], middle)
+    np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(last, final, rtol=1e-5, atol=1e-5)
+    # The carried state is per example: another example's state changes only that example's output.
+    swapped = middle.at[0].set(middle[1])
+    _, other = gru.apply(variables, x[:, 3:], swapped)
+    np.testing.assert_allclose(other[1], second[1], rtol=1e-6)
+    assert not np.allclose(other[0], second[0])
+    with pytest.raises(ValueError, match=r"initial_state has shape \(2, 5, 5\); this ConvGRU needs"):
+        gru.apply(variables, x, middle[..., 0])
 
 
 def test_scan_equals_stepwise_cell_application():
@@ -138,6 +197,20 @@ def test_scan_equals_stepwise_cell_application():
         h, _ = cell.apply({"params": params["cell"]}, h, project(x[:, t]))
         np.testing.assert_allclose(sequence[:, t], h + x[:, t], rtol=1e-5, atol=1e-5)
         assert float(jnp.abs(h).max()) <= 0.5  # the hidden-state clamp
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+def test_patch_conv_equals_nn_conv_with_the_same_parameters(kernel_size):
+    x = jnp.asarray(RNG.normal(size=(2, 5, 6, 4)), jnp.float32)
+    conv = nn.Conv(6, (kernel_size, kernel_size), padding="SAME")
+    params = conv.init(jax.random.PRNGKey(0), x)["params"]
+    params = {"kernel": params["kernel"], "bias": jnp.asarray(RNG.normal(size=6), jnp.float32)}
+    patch = PatchConv(6, kernel_size)
+    assert jax.tree.map(jnp.shape, patch.init(jax.random.PRNGKey(0), x)["params"]) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(patch.apply({"params": params}, x), conv.apply({"params": params}, x), rtol=1e-5,
+                               atol=1e-5)
+    grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply({"params": p}, x))))(params) for m in (patch, conv)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
 
 
 def test_convgru_gate_convolutions_and_initialisation():

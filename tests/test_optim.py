@@ -10,6 +10,7 @@ from configs import test as test_config
 from visioncore_jax.optim import SCHEDULES, build_optimizer, build_schedule, optimizer_metrics
 from visioncore_jax.optim.schedule_plot import plot
 from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, skip_nonfinite
+from visioncore_jax.train.validation import validate_config
 
 
 def config_with(**schedule):
@@ -49,13 +50,50 @@ def test_sgdr_cycle_boundaries_with_multiplier_two():
                                    rtol=1e-4)
 
 
-def test_onecycle_start_peak_and_end_use_the_configured_lr():
-    config = config_with(name="onecycle", warmup_epochs=0.0, pct_start=0.3, div_factor=25.0, final_div_factor=1e4)
-    np.testing.assert_allclose(lr(config, 0), PEAK / 25, rtol=1e-5)
-    np.testing.assert_allclose(lr(config, 30), PEAK, rtol=1e-5)
-    # The floor (1e-6 in the default config) is above start / final_div_factor = 4e-7: the floor wins.
-    config.schedule.min_learning_rate = 0.0
-    np.testing.assert_allclose(lr(config, TOTAL), PEAK / 25 / 1e4, rtol=1e-4)
+def torch_onecycle(step, total, peak, pct_start=0.3, div=25.0, final_div=1e4, anneal="cos", three_phase=False):
+    """torch.optim.lr_scheduler.OneCycleLR.get_lr (torch 2.x) in NumPy: the LR of update number `step`."""
+    start = peak / div
+    phases = [(float(pct_start * total) - 1, start, peak)]
+    if three_phase:
+        phases += [(float(2 * pct_start * total) - 2, peak, start), (total - 1, start, start / final_div)]
+    else:
+        phases += [(total - 1, peak, start / final_div)]
+    first = 0
+    for i, (last, lr_start, lr_end) in enumerate(phases):
+        if step <= last or i == len(phases) - 1:
+            pct = (step - first) / (last - first)
+            if anneal == "cos":
+                return lr_end + (lr_start - lr_end) / 2.0 * (np.cos(np.pi * pct) + 1)
+            return (lr_end - lr_start) * pct + lr_start
+        first = last
+
+
+@pytest.mark.parametrize("anneal,three_phase", [("cos", False), ("linear", False), ("cos", True), ("linear", True)])
+def test_onecycle_equals_torch_step_for_step(anneal, three_phase):
+    total = 1000
+    config = config_with(name="onecycle", warmup_epochs=0.0, pct_start=0.3, anneal_strategy=anneal,
+                         three_phase=three_phase)
+    schedule = build_schedule(config, SPE, total)
+    ours = np.asarray(jax.vmap(schedule)(jnp.arange(total)))
+    ref = np.array([torch_onecycle(s, total, PEAK, anneal=anneal, three_phase=three_phase) for s in range(total)])
+    np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=1e-9)
+    # The boundaries: the peak at step 299, the end (start / final_div_factor, below the 1e-6 floor) at 999.
+    assert int(np.argmax(ours)) == 299
+    np.testing.assert_allclose(ours[[0, 299, 999]], [PEAK / 25, PEAK, PEAK / 25 / 1e4], rtol=1e-5)
+    if three_phase:
+        np.testing.assert_allclose(ours[598], PEAK / 25, rtol=1e-5)  # back at the start at 2 * 300 - 2
+    np.testing.assert_allclose(float(schedule(total + 5)), ours[-1], rtol=1e-6)  # past the end: held
+
+
+def test_onecycle_floor_only_when_asked_and_short_phases_rejected():
+    config = config_with(name="onecycle", warmup_epochs=0.0, min_learning_rate=1e-3, onecycle_floored=True)
+    np.testing.assert_allclose(lr(config, TOTAL - 1), 1e-3, rtol=1e-6)
+    config.schedule.onecycle_floored = False
+    np.testing.assert_allclose(lr(config, TOTAL - 1), PEAK / 25 / 1e4, rtol=1e-5)
+    with pytest.raises(ValueError, match="phase shorter than one step"):
+        build_schedule(config_with(name="onecycle", warmup_epochs=0.0, pct_start=0.01), SPE, TOTAL)
+    with pytest.raises(ValueError, match="anneal_strategy='cosine' is not one of"):
+        validate_config(config_with(name="onecycle", warmup_epochs=0.0, anneal_strategy="cosine"), 1)
 
 
 def test_polynomial_at_half_and_exponential_at_epoch_three():

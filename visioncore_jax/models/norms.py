@@ -11,15 +11,18 @@ NORMS = ("batch", "group", "layer", "rms", "none")
 
 
 class RMSNorm(nn.Module):
-    """`y = x / sqrt(mean(x², axes) + eps) · scale + bias`, computed in float32, cast back to the input dtype.
+    """`y = x / sqrt(mean(x², axes) + eps) · scale (+ bias)`, computed in float32, cast back to the input dtype.
 
-    Hand-written because `flax.linen.RMSNorm` has no bias; with `affine=False` there are no parameters.
-    `axes` are the normalized axes (default: channels, as the original's `norm_dims=(1,)` in NCHW).
+    As `torch.nn.RMSNorm`, no bias by default; `use_bias=True` adds one (as the original VisionCore layer; a
+    checkpoint saved with it restores only into a model built with it: otherwise the restore fails naming the
+    `bias` entries). Hand-written because `flax.linen.RMSNorm` has no bias option. With `affine=False` there are
+    no parameters. `axes` are the normalized axes (default: channels, as the original's `norm_dims=(1,)` in NCHW).
     """
 
     eps: float = 1e-4
     axes: Sequence[int] = (-1,)
     affine: bool = True
+    use_bias: bool = False
     scale_init: Any = nn.initializers.ones
 
     @nn.compact
@@ -29,6 +32,7 @@ class RMSNorm(nn.Module):
         y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=tuple(self.axes), keepdims=True) + self.eps)
         if self.affine:
             y = y * self.param("scale", self.scale_init, (x.shape[-1],), jnp.float32)
+        if self.affine and self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
         return y.astype(x.dtype)
 

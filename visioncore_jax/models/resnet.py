@@ -2,7 +2,8 @@
 
 Follows the torchvision/original layout: 3x3 stem (stride 1), four stages at strides 1/2/2/2 with planes
 width·(1, 2, 4, 8), basic (expansion 1) or bottleneck (expansion 4) blocks, a 1x1 conv + BN shortcut where the
-stride or width changes, convolutions without bias, Kaiming fan-out initialisation.
+stride or width changes, convolutions without bias padded as torch's (k // 2 on every side), Kaiming fan-out
+initialisation.
 """
 
 import functools
@@ -67,6 +68,14 @@ def shortcut(x: jax.Array, features: int, strides: int, conv, norm) -> jax.Array
     return norm()(conv(features, (1, 1), strides, name="shortcut_conv")(x))
 
 
+def torch_padded_conv(features: int, kernel_size: tuple[int, int], strides: int = 1, **kwargs) -> nn.Conv:
+    """A bias-free Kaiming fan-out conv padded `k // 2` on every side, as the originals' torch `padding=k // 2`:
+    on even sizes at stride 2 this differs from XLA's "SAME" (which pads (0, 1)), so converted torch weights
+    compute the same function."""
+    return nn.Conv(features, kernel_size, strides, padding=[(k // 2, k // 2) for k in kernel_size], use_bias=False,
+                   kernel_init=kaiming_fan_out, **kwargs)
+
+
 class ResNetBackbone(nn.Module):
     """Stem and four stages (each followed by dropout at `conv_dropout` when > 0); returns globally
     average-pooled features [B, C]."""
@@ -82,15 +91,14 @@ class ResNetBackbone(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Maps NHWC images to pooled features."""
-        conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", kernel_init=kaiming_fan_out,
-                                 dtype=self.dtype)
+        conv = functools.partial(torch_padded_conv, dtype=self.dtype)
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                                  epsilon=1e-5, dtype=self.dtype)
         width = self.width // 2 if self.reduce_architecture else self.width
         x = nn.relu(norm(name="stem_bn")(conv(width, (3, 3), name="stem_conv")(x.astype(self.dtype))))
         sow_activation_stats(self, x, prefix="stem_")
         if not self.reduce_architecture:
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # as torch's padding=1
         block_cls = BLOCKS[self.block]
         stages = zip(self.num_blocks, STAGE_STRIDES[: len(self.num_blocks)], strict=True)
         for stage, (count, stage_strides) in enumerate(stages, start=1):

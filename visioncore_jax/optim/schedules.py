@@ -1,10 +1,13 @@
 """Learning-rate schedules built from `config.schedule`, evaluated per optimizer step.
 
 Every schedule peaks at `config.optimizer.learning_rate` (never a hard-coded value), can be preceded by a
-linear warmup, and is floored at `min_learning_rate` after the warmup. Durations are given in epochs or in
+linear warmup, and is floored at `min_learning_rate` after the warmup (one-cycle only with
+`onecycle_floored`: it has its own minimum, as torch's OneCycleLR). Durations are given in epochs or in
 steps, exactly one of each pair (`warmup_epochs` / `warmup_steps`, `cycle_epochs` / `cycle_steps`, ...), the
 unused one set to -1. Built from optax's schedule functions; where our definition differs it says so.
 """
+
+import itertools
 
 import jax.numpy as jnp
 import ml_collections
@@ -13,6 +16,12 @@ import optax
 from visioncore_jax.errors import InputError
 
 SCHEDULES = ("constant", "warmup_cosine", "cosine_restarts", "onecycle", "polynomial", "exponential")
+# torch's OneCycleLR annealing functions, from `start` to `end` as `pct` goes from 0 to 1 (linear written as
+# a weighted mean, equal to torch's `(end - start) * pct + start` but exact at pct = 1 in float32).
+ANNEAL_STRATEGIES = {
+    "cos": lambda start, end, pct: end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0),
+    "linear": lambda start, end, pct: start * (1.0 - pct) + end * pct,
+}
 
 
 def duration_in_steps(schedule: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:
@@ -46,6 +55,40 @@ def _sgdr(schedule, peak: float, floor: float, steps_per_epoch: int, decay_steps
     return optax.sgdr_schedule(cycles)
 
 
+def _onecycle(schedule, peak: float, total: int) -> optax.Schedule:
+    """torch.optim.lr_scheduler.OneCycleLR step for step: from `peak / div_factor` up to `peak` at step
+    `pct_start * total - 1`, then down to `peak / div_factor / final_div_factor` at step `total - 1` (the last
+    step trained); with `three_phase`, back to the start at `2 * pct_start * total - 2` before the final fall.
+
+    Hand-written because optax's `cosine_onecycle_schedule` puts the phase ends one step later than torch (the
+    peak at `pct_start * total`, the end at `total`, a step never trained) and has no linear or three-phase form.
+    Steps past the end keep the final LR (torch raises there).
+    """
+    start, rise_end = peak / schedule.div_factor, float(schedule.pct_start * total) - 1
+    end = start / schedule.final_div_factor
+    phases = [(rise_end, start, peak)]  # (last step of the phase, LR at its start, LR at its end), as torch
+    if schedule.three_phase:
+        phases += [(float(2 * schedule.pct_start * total) - 2, peak, start), (total - 1.0, start, end)]
+    else:
+        phases += [(total - 1.0, peak, end)]
+    bounds = [0.0] + [phase[0] for phase in phases]
+    if any(b <= a for a, b in itertools.pairwise(bounds)):
+        raise InputError(f"--config.schedule: onecycle over {total} steps with pct_start={schedule.pct_start} "
+                         f"(three_phase={schedule.three_phase}) has a phase shorter than one step; lengthen the "
+                         "run or move pct_start away from 0 / 0.5 / 1.")
+    anneal = ANNEAL_STRATEGIES[schedule.anneal_strategy]
+
+    def onecycle(step):
+        step = jnp.asarray(step, jnp.float32)
+        lr = None
+        for first, (last, lr_start, lr_end) in reversed(list(zip(bounds[:-1], phases, strict=True))):
+            value = anneal(lr_start, lr_end, jnp.clip((step - first) / (last - first), 0.0, 1.0))
+            lr = value if lr is None else jnp.where(step <= last, value, lr)
+        return lr
+
+    return onecycle
+
+
 def _main_schedule(schedule, peak: float, floor: float, steps_per_epoch: int, decay_steps: int) -> optax.Schedule:
     """The named schedule over `decay_steps` steps (the run after warmup), starting at `peak`."""
     name = schedule.name
@@ -56,10 +99,7 @@ def _main_schedule(schedule, peak: float, floor: float, steps_per_epoch: int, de
     if name == "cosine_restarts":
         return _sgdr(schedule, peak, floor, steps_per_epoch, decay_steps)
     if name == "onecycle":
-        # As torch's OneCycleLR (cosine annealing): starts at peak / div_factor, rises over pct_start of the
-        # run to the peak, then falls to start / final_div_factor.
-        return optax.cosine_onecycle_schedule(decay_steps, peak, schedule.pct_start, schedule.div_factor,
-                                              schedule.final_div_factor)
+        return _onecycle(schedule, peak, decay_steps)
     if name == "polynomial":
         # (peak - floor) * (1 - t / T)^power + floor: reaches the floor exactly at the end, unlike the original's
         # max(peak * (1 - t / T)^power, floor), which flattens at the floor before the end.
@@ -77,7 +117,10 @@ def build_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, tota
         raise InputError(f"--config.schedule.warmup_* gives {warmup} warmup steps; it must be shorter than the run "
                          f"({total_steps} steps).")
     main = _main_schedule(schedule, peak, floor, steps_per_epoch, total_steps - warmup)
-    floored = lambda step: jnp.maximum(main(step), floor)  # noqa: E731
+    if schedule.name == "onecycle" and not schedule.onecycle_floored:
+        floored = main  # one-cycle ends at its own minimum, below the floor, unless asked otherwise
+    else:
+        floored = lambda step: jnp.maximum(main(step), floor)  # noqa: E731
     if warmup == 0:
         return floored
     return optax.join_schedules([linear_warmup(peak, warmup), floored], [warmup])

@@ -21,6 +21,7 @@ from visioncore_jax.data import DATASETS, DatasetSpec
 from visioncore_jax.errors import InputError
 from visioncore_jax.models import BLOCKS, CLIP_MODELS, DTYPES, MODELS, SEGMENTATION_MODELS
 from visioncore_jax.optim import OPTIMIZERS, SCHEDULES
+from visioncore_jax.optim.schedules import ANNEAL_STRATEGIES
 from visioncore_jax.train.controls import CONTROL_METRICS, MODES, SEGMENTATION_METRICS
 from visioncore_jax.train.losses import CLASS_WEIGHTINGS
 
@@ -80,6 +81,7 @@ def _check_model(model: ml_collections.ConfigDict) -> None:
     if model.name == "conv_gru":
         _require(len(model.encoder_widths) > 0 and model.gru.hidden >= 1,
                  "--config.model.encoder_widths must be non-empty and --config.model.gru.hidden >= 1.")
+        _at_least("config.model.gru.unroll", model.gru.get("unroll", 1), 1)
     elif model.name == "unet":
         _require(len(model.unet.widths) > 0, "--config.model.unet.widths must be non-empty.")
     elif model.name == "vc_resnet":
@@ -173,6 +175,7 @@ def _check_schedule(schedule: ml_collections.ConfigDict, learning_rate: float) -
         _in_range("config.schedule.cycle_peak_decay", schedule.cycle_peak_decay, 0.0, 1.0, "(]")
     elif schedule.name == "onecycle":
         _in_range("config.schedule.pct_start", schedule.pct_start, 0.0, 1.0, "()")
+        _one_of("config.schedule.anneal_strategy", schedule.anneal_strategy, tuple(ANNEAL_STRATEGIES))
         for key in ("div_factor", "final_div_factor"):
             _require(schedule[key] > 0, f"--config.schedule.{key}={schedule[key]} must be > 0.")
     elif schedule.name == "polynomial":
