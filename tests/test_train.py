@@ -163,23 +163,6 @@ def test_auxiliary_heads_are_trained_by_a_weighted_loss(config):
     np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("--config.optimizer.learning_rat=0.1", 'Did you mean "learning_rate"'),
-        ("--config.training.batch_size=abc", "config.training.batch_size"),
-        ("--config.training.batch_size=36", "config.training.batch_size=36 must be a positive multiple of the 8"),
-        ("--config.training.dtype=float16", "config.training.dtype='float16' is not one of"),
-        ("--config.model.name=resnett", "config.model.name"),
-    ],
-)
-def test_bad_config_fails_naming_the_key(tfds_data_dir, tmp_path, override, message):
-    code, output = run_main(str(tmp_path / "bad"), tfds_data_dir, override)
-    assert code != 0
-    assert message in output, output[-3000:]
-    assert not finished_steps(str(tmp_path / "bad"))
-
-
 @pytest.mark.slow
 def test_incompatible_or_corrupt_checkpoint_is_a_clear_error(config, tmp_path):
     workdir = str(tmp_path / "run")
