@@ -1,6 +1,7 @@
 """Bad input is one line and exit status 2, before any data is read or anything compiled; the workdir and its
 checkpoints stay as they were. The CLI cases run `main.cli()` in this process (flags parsed as on the command
-line, `SystemExit` caught); one case runs `python main.py` as a subprocess to check the real exit status."""
+line, `SystemExit` caught, main.py's flags registered only meanwhile: other modules define `--config` too); one
+case runs `python main.py` as a subprocess to check the real exit status."""
 
 import contextlib
 import hashlib
@@ -15,7 +16,6 @@ import pytest
 from absl import flags
 from PIL import Image
 
-import main
 from configs import test as test_config
 from visioncore_jax.data import build_input
 from visioncore_jax.errors import InputError
@@ -24,20 +24,44 @@ from visioncore_jax.train.validation import validate_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+MAIN_FLAGS = ("workdir", "mode", "distributed", "config")
+_main_flags = {}  # main.py's flag objects, registered only while a test runs it
+
+
+@contextlib.contextmanager
+def main_module():
+    """`main`, with its flags registered in place of other modules' flags of the same names (e.g. the schedule
+    plot's `--config`), which come back afterwards."""
+    registry = flags.FLAGS
+    others = {name: registry[name] for name in MAIN_FLAGS
+              if name in registry and registry[name] is not _main_flags.get(name)}
+    for name in others:
+        delattr(registry, name)
+    for name, flag in _main_flags.items():
+        registry[name] = flag
+    try:
+        import main  # noqa: PLC0415  (defines its flags on first import)
+
+        _main_flags.update({name: registry[name] for name in MAIN_FLAGS})
+        yield main
+    finally:
+        registry.unparse_flags()
+        for name in [name for name in registry if name in MAIN_FLAGS or name.startswith("config.")]:
+            delattr(registry, name)
+        for name, flag in others.items():
+            registry[name] = flag
+
+
 def run_cli(argv: list[str]) -> tuple[int, str]:
     """`python main.py *argv` in this process: (exit status, stderr)."""
     stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), pytest.MonkeyPatch.context() as patch:
+    with contextlib.redirect_stderr(stderr), pytest.MonkeyPatch.context() as patch, main_module() as main:
         patch.setattr(sys, "argv", ["main.py", *argv])
         try:
             main.cli()
             code = 0
         except SystemExit as exit_:
             code = exit_.code
-        finally:  # forget this run's flags, including the `--config.*` overrides the config flag defined
-            flags.FLAGS.unparse_flags()
-            for name in [name for name in flags.FLAGS if name.startswith("config.")]:
-                delattr(flags.FLAGS, name)
     return code, stderr.getvalue()
 
 
