@@ -104,8 +104,11 @@ def _main_schedule(schedule, peak: float, floor: float, steps_per_epoch: int, de
         # (peak - floor) * (1 - t / T)^power + floor: reaches the floor exactly at the end, unlike the original's
         # max(peak * (1 - t / T)^power, floor), which flattens at the floor before the end.
         return optax.polynomial_schedule(peak, floor, schedule.power, decay_steps)
-    # peak * decay_rate^(step / steps_per_epoch), or ^floor(epoch) with staircase.
-    return optax.exponential_decay(peak, steps_per_epoch, schedule.decay_rate, staircase=schedule.staircase)
+    if name == "exponential":
+        # peak * decay_rate^(step / steps_per_epoch), or ^floor(epoch) with staircase.
+        return optax.exponential_decay(peak, steps_per_epoch, schedule.decay_rate, staircase=schedule.staircase)
+    # For callers that skip validate_config (e.g. the schedule plot): an error, never another schedule's curve.
+    raise InputError(f"--config.schedule.name={name!r} is not one of {list(SCHEDULES)}.")
 
 
 def build_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> optax.Schedule:

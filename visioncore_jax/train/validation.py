@@ -47,7 +47,7 @@ def _at_least(key: str, value, low: float) -> None:
     _require(value >= low, f"--{key}={value} must be >= {low:g}.")
 
 
-def check_duration_pair(block: ml_collections.ConfigDict, prefix: str, name: str) -> None:
+def _check_duration_pair(block: ml_collections.ConfigDict, prefix: str, name: str) -> None:
     """Exactly one of `<name>_epochs` / `<name>_steps` is set (>= 0); the other is -1."""
     epochs, steps = block[f"{name}_epochs"], block[f"{name}_steps"]
     _require((epochs >= 0) != (steps >= 0),
@@ -167,10 +167,10 @@ def _check_optimizer(opt: ml_collections.ConfigDict) -> None:
 def _check_schedule(schedule: ml_collections.ConfigDict, learning_rate: float) -> None:
     _one_of("config.schedule.name", schedule.name, SCHEDULES)
     _in_range("config.schedule.min_learning_rate", schedule.min_learning_rate, 0.0, learning_rate, "[]")
-    check_duration_pair(schedule, "config.schedule", "warmup")
+    _check_duration_pair(schedule, "config.schedule", "warmup")
     if schedule.name == "cosine_restarts":
-        check_duration_pair(schedule, "config.schedule", "cycle")
-        check_duration_pair(schedule, "config.schedule", "cycle_warmup")
+        _check_duration_pair(schedule, "config.schedule", "cycle")
+        _check_duration_pair(schedule, "config.schedule", "cycle_warmup")
         _at_least("config.schedule.cycle_mult", schedule.cycle_mult, 1)
         _in_range("config.schedule.cycle_peak_decay", schedule.cycle_peak_decay, 0.0, 1.0, "(]")
     elif schedule.name == "onecycle":
