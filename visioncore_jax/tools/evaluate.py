@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from visioncore_jax.errors import InputError
 from visioncore_jax.train import checkpointing
 from visioncore_jax.train.experiment import build_experiment, jitted_steps
 from visioncore_jax.train.loop import evaluate
@@ -21,14 +22,14 @@ def checkpoint_step(manager: ocp.CheckpointManager, which: str, step: int | None
     when no checkpoint has metrics yet, e.g. a converted one) or the latest checkpoint."""
     steps = manager.all_steps()
     if not steps:
-        raise ValueError(f"No checkpoint in {manager.directory}: train (main.py) or convert "
+        raise InputError(f"No checkpoint in {manager.directory}: train (main.py) or convert "
                          "(python -m visioncore_jax.convert) into this workdir first.")
     if step is not None and step >= 0:
         if step not in steps:
-            raise ValueError(f"--step={step} is not a checkpoint in {manager.directory}; there are {sorted(steps)}.")
+            raise InputError(f"--step={step} is not a checkpoint in {manager.directory}; there are {sorted(steps)}.")
         return step
     if which not in CHOICES:
-        raise ValueError(f"checkpoint={which!r} is not one of {list(CHOICES)}.")
+        raise InputError(f"--checkpoint={which!r} is not one of {list(CHOICES)}.")
     best = manager.best_step() if which == "best" else None
     return best if best is not None else manager.latest_step()
 
