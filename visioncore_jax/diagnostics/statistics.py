@@ -94,13 +94,8 @@ def _sown_stats(sown) -> dict[str, jax.Array]:
     return {key: jnp.mean(jnp.stack(values)) for key, values in flat.items()}
 
 
-def step_statistics(*, grads, params, sown, data_loss, weight_decay: float, updates=None,
-                    new_params=None) -> dict[str, jax.Array]:
+def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay: float) -> dict[str, jax.Array]:
     """Scalars of one step, as a flat dict of float32 arrays keyed by record path.
-
-    The step's parameter change is `updates` (what the optimizer added) or, when not given, `new_params -
-    params`. The train step passes `updates`: reading the new parameters next to the old ones would make XLA
-    copy every donated parameter buffer before updating it in place.
 
     `modules/<m>/{grad_norm,param_norm,update_norm,update_ratio}`, `pathways/<p>/{grad_norm,grad_share}`
     (models with both pathways), `scalars/{data_loss,reg_loss,loss,nonfinite_grads}`, `first_nonfinite_module`
@@ -111,9 +106,9 @@ def step_statistics(*, grads, params, sown, data_loss, weight_decay: float, upda
     # One reduction per array and tree; the module sums, pathway totals, L2 term and finiteness test reuse them.
     grad_leaf_sq, param_leaf_sq = _squared_norms(grads), _squared_norms(params)
     grad_sq, param_sq = _by_module_sum(grad_leaf_sq), _by_module_sum(param_leaf_sq)
-    if updates is None:
-        updates = jax.tree.map(lambda new, old: new - old, new_params, params)
-    update_sq = _by_module_sum(_squared_norms(updates))
+    # From new - old rather than the optimizer's updates: sharing the updates with the statistics changes how XLA
+    # fuses the parameter update (rounding), and the loss must not depend on whether statistics are on.
+    update_sq = _by_module_sum(_squared_norms(jax.tree.map(lambda new, old: new - old, new_params, params)))
     for module in grad_sq:
         param_norm, update_norm = jnp.sqrt(param_sq[module]), jnp.sqrt(update_sq[module])
         stats[f"modules/{module}/grad_norm"] = jnp.sqrt(grad_sq[module])

@@ -27,15 +27,14 @@ class TrainState(struct.PyTreeNode):
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
-    def apply_gradients(self, grads, batch_stats) -> tuple["TrainState", Any]:
-        """Applies one optimizer update and the new BatchNorm statistics; advances the step. Returns the new
-        state and the updates added to the parameters."""
+    def apply_gradients(self, grads, batch_stats) -> "TrainState":
+        """Applies one optimizer update and the new BatchNorm statistics; advances the step."""
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         updates = jax.tree.map(lambda u: u * self.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(self.params, updates)
         return self.replace(
             step=self.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
-        ), updates
+        )
 
     def checkpoint_items(self) -> dict:
         """The arrays that make up a checkpoint (everything but the functions)."""

@@ -38,7 +38,7 @@ def _step(state: TrainState, batch: Mapping[str, jax.Array], regularization: Map
     finite = jnp.isfinite(loss) & all_finite(grads)
     batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_variables["batch_stats"],
                                state.batch_stats)
-    new_state, updates = state.apply_gradients(grads, batch_stats)
+    new_state = state.apply_gradients(grads, batch_stats)
 
     opt_stats = optimizer_metrics(new_state.opt_state)
     scalars = dict(
@@ -52,7 +52,7 @@ def _step(state: TrainState, batch: Mapping[str, jax.Array], regularization: Map
     )
     if not collect:
         return new_state, scalars, None
-    stats = step_statistics(grads=grads, params=state.params, updates=updates,
+    stats = step_statistics(grads=grads, params=state.params, new_params=new_state.params,
                             sown=new_variables.get(DIAGNOSTICS, {}), data_loss=loss, weight_decay=weight_decay)
     stats.update({f"scalars/{name}": jnp.asarray(scalars[name], jnp.float32).mean()
                   for name in ("accuracy", "learning_rate", "grad_norm", "clipped")})
