@@ -103,7 +103,7 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
     `reg_loss` = weight_decay / 2 · Σ (decayed kernels)²: the L2 penalty the (possibly decoupled) decay implies.
     """
     stats = {}
-    # One reduction per array and tree; the module sums, pathway totals, L2 term and finiteness test reuse them.
+    # One reduction per array and tree; the module sums, pathway totals and the L2 term reuse them.
     grad_leaf_sq, param_leaf_sq = _squared_norms(grads), _squared_norms(params)
     grad_sq, param_sq = _by_module_sum(grad_leaf_sq), _by_module_sum(param_leaf_sq)
     # From new - old rather than the optimizer's updates: sharing the updates with the statistics changes how XLA
@@ -124,7 +124,7 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
             stats[f"pathways/{pathway}/grad_norm"] = jnp.sqrt(value)
             stats[f"pathways/{pathway}/grad_share"] = value / total
 
-    counts = _nonfinite_counts(grads, sum(grad_sq.values()))
+    counts = _nonfinite_counts(grads)
     stats["first_nonfinite_module"] = jnp.where(counts.sum() > 0, jnp.argmax(counts > 0), -1).astype(jnp.float32)
     mask = traverse_util.flatten_dict(kernel_mask(params))
     reg_loss = 0.5 * weight_decay * sum(value for path, value in param_leaf_sq.items() if mask[path])
@@ -136,20 +136,13 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
     return {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
 
 
-def _nonfinite_counts(grads, total_sq: jax.Array) -> jax.Array:
-    """Non-finite gradient entries per module (float32, in sorted module order). Counted only when the total
-    squared norm `total_sq` is not finite (a NaN or infinity anywhere, or an overflow of the square), so a
-    healthy step skips the extra pass over the gradients; the counts are exact either way."""
+def _nonfinite_counts(grads) -> jax.Array:
+    """Non-finite gradient entries per module (float32, in sorted module order)."""
     groups = {}
     for path, leaf in traverse_util.flatten_dict(grads).items():
         groups.setdefault(module_of(path), []).append(leaf)
-    modules = sorted(groups)
-
-    def count(leaves_by_module):
-        return jnp.stack([sum(jnp.sum(~jnp.isfinite(leaf)) for leaf in leaves_by_module[m])
-                          for m in modules]).astype(jnp.float32)
-
-    return jax.lax.cond(jnp.isfinite(total_sq), lambda _: jnp.zeros(len(modules), jnp.float32), count, groups)
+    return jnp.stack([sum(jnp.sum(~jnp.isfinite(leaf)) for leaf in groups[m])
+                      for m in sorted(groups)]).astype(jnp.float32)
 
 
 # ---- On-device aggregation over a record period (mean / min / max / first / last of each scalar). ----
