@@ -32,6 +32,8 @@ from visioncore_jax.train import train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
 from visioncore_jax.train.validation import check_workdir, validate_config
 
+# Importing visioncore_jax (above) added its XLA:CPU speed flags to XLA_FLAGS; JAX reads them when it creates
+# its backend, at the first computation in main(), so they apply here.
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for TensorBoard events, checkpoints and diagnostics.")
 flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find", "eval"],

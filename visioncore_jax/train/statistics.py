@@ -7,6 +7,7 @@ and nothing leaves the device until a record is written.
 """
 
 import functools
+from collections.abc import Mapping
 
 import flax.linen as nn
 import jax
@@ -50,11 +51,16 @@ def module_names(params, order: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(in_forward_order(names, order))
 
 
-def _squared_norms_by_module(tree) -> dict[str, jax.Array]:
-    """Sum of squares of every module's arrays, in float32."""
+def _squared_norms(tree) -> dict[tuple[str, ...], jax.Array]:
+    """Sum of squares of every array of a parameter-shaped tree (keyed by path), in float32."""
+    return {path: jnp.sum(jnp.square(leaf.astype(jnp.float32)))
+            for path, leaf in traverse_util.flatten_dict(tree).items()}
+
+
+def _by_module_sum(per_leaf: dict[tuple[str, ...], jax.Array]) -> dict[str, jax.Array]:
+    """Per-leaf values summed per module."""
     totals = {}
-    for path, leaf in traverse_util.flatten_dict(tree).items():
-        value = jnp.sum(jnp.square(leaf.astype(jnp.float32)))
+    for path, value in per_leaf.items():
         totals[module_of(path)] = totals.get(module_of(path), 0.0) + value
     return totals
 
@@ -84,9 +90,12 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
     `reg_loss` = weight_decay / 2 · Σ (decayed kernels)²: the L2 penalty the (possibly decoupled) decay implies.
     """
     stats = {}
-    grad_sq = _squared_norms_by_module(grads)
-    param_sq = _squared_norms_by_module(params)
-    update_sq = _squared_norms_by_module(jax.tree.map(lambda new, old: new - old, new_params, params))
+    # One reduction per array and tree; the module sums, pathway totals and the L2 term reuse them.
+    grad_leaf_sq, param_leaf_sq = _squared_norms(grads), _squared_norms(params)
+    grad_sq, param_sq = _by_module_sum(grad_leaf_sq), _by_module_sum(param_leaf_sq)
+    # From new - old rather than the optimizer's updates: sharing the updates with the statistics changes how XLA
+    # fuses the parameter update (rounding), and the loss must not depend on whether statistics are on.
+    update_sq = _by_module_sum(_squared_norms(jax.tree.map(lambda new, old: new - old, new_params, params)))
     for module in grad_sq:
         param_norm, update_norm = jnp.sqrt(param_sq[module]), jnp.sqrt(update_sq[module])
         stats[f"modules/{module}/grad_norm"] = jnp.sqrt(grad_sq[module])
@@ -102,13 +111,10 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
             stats[f"pathways/{pathway}/grad_norm"] = jnp.sqrt(value)
             stats[f"pathways/{pathway}/grad_share"] = value / total
 
-    nonfinite = {m: sum(jnp.sum(~jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree))
-                 for m, tree in _by_module(grads).items()}
-    counts = jnp.stack([nonfinite[m] for m in sorted(grad_sq)]).astype(jnp.float32)  # indexes sorted names
+    counts = _nonfinite_counts(grads)
     stats["first_nonfinite_module"] = jnp.where(counts.sum() > 0, jnp.argmax(counts > 0), -1).astype(jnp.float32)
-    decayed = jax.tree.leaves(jax.tree.map(lambda p, keep: jnp.sum(jnp.square(p)) if keep else 0.0, params,
-                                           kernel_mask(params)))
-    reg_loss = 0.5 * weight_decay * sum(decayed)
+    mask = traverse_util.flatten_dict(kernel_mask(params))
+    reg_loss = 0.5 * weight_decay * sum(value for path, value in param_leaf_sq.items() if mask[path])
     stats["scalars/data_loss"] = data_loss
     stats["scalars/reg_loss"] = reg_loss
     stats["scalars/loss"] = data_loss + reg_loss
@@ -117,26 +123,60 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
     return {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
 
 
-def _by_module(tree) -> dict[str, dict]:
-    """Splits a parameter-shaped tree into one sub-tree (a flat dict) per module."""
+def _nonfinite_counts(grads) -> jax.Array:
+    """Non-finite gradient entries per module (float32, in sorted module order)."""
     groups = {}
-    for path, leaf in traverse_util.flatten_dict(tree).items():
-        groups.setdefault(module_of(path), {})[path] = leaf
-    return groups
+    for path, leaf in traverse_util.flatten_dict(grads).items():
+        groups.setdefault(module_of(path), []).append(leaf)
+    return jnp.stack([sum(jnp.sum(~jnp.isfinite(leaf)) for leaf in groups[m])
+                      for m in sorted(groups)]).astype(jnp.float32)
 
 
 # ---- On-device aggregation over a record period (mean / min / max / first / last of each scalar). ----
 
+@jax.tree_util.register_pytree_node_class
+class StatVector(Mapping):
+    """Scalars keyed by record path, held as one float32 vector: the aggregate is a handful of device buffers
+    updated by a few vector operations, instead of five buffers and operations per scalar (thousands of tiny
+    kernels and copies on CPU). Reads like a dict: `summary["sum"]["scalars/loss"]`."""
+
+    def __init__(self, keys: tuple[str, ...], values):
+        self.keys_, self.values = tuple(keys), values
+        self._index = {key: index for index, key in enumerate(self.keys_)}
+
+    def __getitem__(self, key: str):
+        return self.values[self._index[key]]
+
+    def __iter__(self):
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+    def tree_flatten(self):
+        """The vector is the only leaf; the keys are static."""
+        return (self.values,), self.keys_
+
+    @classmethod
+    def tree_unflatten(cls, keys, children):
+        """Rebuilds from `tree_flatten`'s output."""
+        return cls(keys, children[0])
+
+
 def empty_summary(stats: dict[str, jax.Array]) -> dict:
-    """An empty aggregate with the structure of `stats` (use `jax.eval_shape` output or real values)."""
-    zeros = {k: jnp.zeros((), jnp.float32) for k in stats}
+    """An empty aggregate with the keys of `stats` (use `jax.eval_shape` output or real values)."""
+    keys = tuple(stats)
+
+    def filled(value: float) -> StatVector:
+        return StatVector(keys, jnp.full((len(keys),), value, jnp.float32))
+
     return {
         "count": jnp.zeros((), jnp.float32),
-        "sum": zeros,
-        "min": {k: jnp.full((), jnp.inf, jnp.float32) for k in stats},
-        "max": {k: jnp.full((), -jnp.inf, jnp.float32) for k in stats},
-        "first": zeros,
-        "last": zeros,
+        "sum": filled(0.0),
+        "min": filled(jnp.inf),
+        "max": filled(-jnp.inf),
+        "first": filled(0.0),
+        "last": filled(0.0),
         "first_nonfinite_step": jnp.full((), -1.0, jnp.float32),
         "first_nonfinite_module": jnp.full((), -1.0, jnp.float32),
     }
@@ -144,16 +184,18 @@ def empty_summary(stats: dict[str, jax.Array]) -> dict:
 
 def accumulate(summary: dict, stats: dict[str, jax.Array], step: jax.Array) -> dict:
     """Adds one step's `stats` (taken at optimizer step `step`, 1-based) to `summary`."""
+    keys = summary["sum"].keys_
+    values = jnp.stack([jnp.asarray(stats[key], jnp.float32) for key in keys])
     is_first = summary["count"] == 0
     seen_nonfinite = summary["first_nonfinite_step"] >= 0
     new_nonfinite = (~seen_nonfinite) & (stats["first_nonfinite_module"] >= 0)
     return {
         "count": summary["count"] + 1,
-        "sum": jax.tree.map(jnp.add, summary["sum"], stats),
-        "min": jax.tree.map(jnp.minimum, summary["min"], stats),
-        "max": jax.tree.map(jnp.maximum, summary["max"], stats),
-        "first": jax.tree.map(lambda old, new: jnp.where(is_first, new, old), summary["first"], stats),
-        "last": stats,
+        "sum": StatVector(keys, summary["sum"].values + values),
+        "min": StatVector(keys, jnp.minimum(summary["min"].values, values)),
+        "max": StatVector(keys, jnp.maximum(summary["max"].values, values)),
+        "first": StatVector(keys, jnp.where(is_first, values, summary["first"].values)),
+        "last": StatVector(keys, values),
         "first_nonfinite_step": jnp.where(new_nonfinite, step.astype(jnp.float32), summary["first_nonfinite_step"]),
         "first_nonfinite_module": jnp.where(new_nonfinite, stats["first_nonfinite_module"],
                                             summary["first_nonfinite_module"]),

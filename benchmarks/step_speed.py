@@ -1,0 +1,227 @@
+r"""Speed of the jitted train step (and, where the data is offline, the full training loop): images/s and memory
+for the benchmarked models, in float32 and bfloat16, with the diagnostics statistics off and on.
+
+Every variant is compiled first; then `--rounds` rounds each time `--steps` steps of every variant in turn, so
+drift on a shared machine affects all of them alike; the median round is reported. The step is built as
+training builds it (`build_experiment` + `jitted_steps`) and re-fed one device-resident batch. CIFAR-100 configs
+run on mock CIFAR-shaped batches (random inputs and labels, nothing downloaded); the others read their embedded
+datasets.
+
+Memory: `xla MiB` is the compiled step's own footprint from XLA's buffer assignment (arguments + outputs + temps
+- donated aliases), the same on every backend; on a GPU/TPU `device peak MiB` is the device allocator's peak
+(`memory_stats()['peak_bytes_in_use']`, process-wide, so it grows over the variants), on CPU the process's peak
+resident set (`ru_maxrss`, also cumulative).
+
+  python -m benchmarks.step_speed                                  # all models, fp32 + bf16, statistics off/on
+  python -m benchmarks.step_speed --models=cifar100_mc --dtypes=float32 --statistics=off --batch=64
+  python -m benchmarks.step_speed --models=default --dtypes=float32 --loop   # + train_and_evaluate vs bare
+  # GPU (same command; run it on the accelerator host, larger steps for steadier numbers):
+  python -m benchmarks.step_speed --steps=50 --rounds=5 --loop
+"""
+
+import dataclasses
+import resource
+import tempfile
+import time
+from collections.abc import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from configs import cifar100_mc, cifar100_resnet, default, seg_cbam, video_convgru
+from visioncore_jax.data import DatasetInfo, to_global_batch
+from visioncore_jax.optim.regularization import regularization_at
+from visioncore_jax.train import partitioning, train_and_evaluate
+from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps, step_options
+from visioncore_jax.train.metrics import TrainMetrics
+from visioncore_jax.train.steps import empty_statistics
+
+MODELS = {
+    "cifar100_mc": cifar100_mc.get_config,  # dual-pathway ResNet-18 (5,640,804 params), mock CIFAR-100
+    "default": default.get_config,  # the default small dual-pathway ResNet, embedded shapes
+    "resnet18": cifar100_resnet.get_config,  # single-pathway ResNet-18, mock CIFAR-100
+    "convgru": video_convgru.get_config,  # ConvGRU clip classifier, embedded clips
+    "unet": seg_cbam.get_config,  # CBAM U-Net, embedded masks
+}
+MOCK_DATA = ("cifar100",)  # datasets replaced by mock batches of their shapes
+
+flags.DEFINE_list("models", list(MODELS), f"Models to benchmark, of {list(MODELS)}.")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "config.training.dtype values.")
+flags.DEFINE_list("statistics", ["off", "on"], "Diagnostics statistics in the step: off, on or both.")
+flags.DEFINE_integer("steps", 10, "Timed steps per variant per round.")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds over all variants; the median is reported.")
+flags.DEFINE_integer("batch", 0, "Global batch size; 0 keeps each config's.")
+flags.DEFINE_bool("loop", False, "Also time train_and_evaluate (statistics on) for models with offline data.")
+FLAGS = flags.FLAGS
+
+
+class MockPipeline:
+    """Random batches of a classification dataset's shapes, for timing without the dataset."""
+
+    def __init__(self, num_classes: int, image_shape: tuple[int, ...], num_train_examples: int, seed: int = 0):
+        self.info = DatasetInfo(num_classes=num_classes, task="classification",
+                                num_train_examples=num_train_examples, num_eval_examples=num_train_examples // 5,
+                                image_shape=image_shape, class_names=tuple(map(str, range(num_classes))),
+                                train_label_counts=(num_train_examples // num_classes,) * num_classes)
+        self._rng = np.random.default_rng(seed)
+
+    def train_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Infinite stream of normalized-looking random batches."""
+        while True:
+            yield {"color": self._rng.standard_normal((global_batch_size, *self.info.image_shape), np.float32),
+                   "brightness": self._rng.standard_normal((global_batch_size, *self.info.image_shape[:-1], 1),
+                                                           np.float32),
+                   "label": self._rng.integers(0, self.info.num_classes, global_batch_size, np.int32)}
+
+
+def benchmark_config(model: str, dtype: str, batch: int) -> ml_collections.ConfigDict:
+    """The config of benchmarked `model` in compute `dtype`, with `batch` (0: the config's own)."""
+    if model not in MODELS:
+        raise ValueError(f"--models: {model!r} is not one of {list(MODELS)}.")
+    config = MODELS[model]()
+    config.training.dtype = dtype
+    if batch:
+        config.training.batch_size = batch
+    return config
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+    """The experiment of `config`, on mock batches when its dataset is one of MOCK_DATA."""
+    pipeline = None
+    if config.data.name in MOCK_DATA:
+        pipeline = MockPipeline(100 if config.data.name == "cifar100" else 10, (32, 32, 3), 50_000)
+    return build_experiment(config, pipeline=pipeline)
+
+
+class StepTimer:
+    """The compiled train step of `experiment` on one device-resident batch, timed over `steps` calls, with the
+    diagnostics statistics on or off (each compiled once, on first use)."""
+
+    def __init__(self, experiment: Experiment):
+        self.experiment = experiment
+        mesh = experiment.mesh
+        self.batch = to_global_batch(next(experiment.pipeline.train_batches(experiment.config.training.batch_size)),
+                                     mesh)
+        self.regularization = jax.device_put(regularization_at(experiment.config, 0.0), partitioning.replicated(mesh))
+        self.train_fn, _ = jitted_steps(experiment)
+        self.state = experiment.init_state()
+        self.empty = jax.device_get(empty_statistics(self.state, self.batch, self.regularization,
+                                                     **step_options(experiment)))
+
+    def _args(self, statistics: bool):
+        replicated = partitioning.replicated(self.experiment.mesh)
+        metrics = jax.device_put(TrainMetrics.empty(), replicated)
+        stats = jax.device_put(self.empty, replicated) if statistics else None
+        return self.state, metrics, stats, self.batch, self.regularization
+
+    def memory_bytes(self, statistics: bool) -> int | None:
+        """XLA's buffer-assignment footprint of the compiled step (None where the backend does not report it)."""
+        analysis = self.train_fn.lower(*self._args(statistics)).compile().memory_analysis()
+        if analysis is None:
+            return None
+        return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+                - analysis.alias_size_in_bytes)
+
+    def images_per_sec(self, steps: int, statistics: bool) -> float:
+        """Steady-state images/s over `steps` steps (after one untimed step)."""
+        state, metrics, stats, batch, regularization = self._args(statistics)
+        state, metrics, stats = self.train_fn(state, metrics, stats, batch, regularization)
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics, stats = self.train_fn(state, metrics, stats, batch, regularization)
+        jax.block_until_ready((state, stats))
+        elapsed = time.perf_counter() - start
+        self.state = state
+        return steps * self.experiment.config.training.batch_size / elapsed
+
+
+def loop_images_per_sec(config: ml_collections.ConfigDict, steps: int) -> float:
+    """Steady-state images/s of `train_and_evaluate` (its default diagnostics on), from runs of `steps` and
+    `2 * steps` steps, so compilation, the final eval and the final checkpoint cancel out."""
+    durations = []
+    for num_steps in (steps, 2 * steps):
+        run_config = config.copy_and_resolve_references()
+        run_config.training.update(num_epochs=-1, num_train_steps=num_steps, log_every_steps=10)
+        run_config.schedule.warmup_epochs = 0.0  # the schedule does not change the cost; short runs need no warmup
+        run_config.diagnostics.report = False  # the end-of-run plots are not part of the steady state
+        with tempfile.TemporaryDirectory() as workdir:
+            start = time.perf_counter()
+            jax.block_until_ready(train_and_evaluate(run_config, workdir))
+            durations.append(time.perf_counter() - start)
+    return steps * config.training.batch_size / (durations[1] - durations[0])
+
+
+def device_peak_mib() -> float:
+    """The device allocator's peak (accelerators) or the process's peak resident set (CPU), in MiB."""
+    stats = jax.devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+@dataclasses.dataclass
+class Variant:
+    """One timed row: a model in one dtype with statistics on or off."""
+
+    model: str
+    dtype: str
+    statistics: bool
+    timer: StepTimer
+    xla_mib: float | None = None
+    peak_mib: float = 0.0
+    rates: list = dataclasses.field(default_factory=list)
+
+
+def main(argv):
+    del argv
+    for name in FLAGS.statistics:
+        if name not in ("off", "on"):
+            raise app.UsageError(f"--statistics: {name!r} is not 'off' or 'on'.")
+    configs = {(m, d): benchmark_config(m, d, FLAGS.batch) for m in FLAGS.models for d in FLAGS.dtypes}
+    variants = []
+    for (model, dtype), config in configs.items():
+        timer = StepTimer(build(config))
+        for statistics in ("off", "on"):
+            if statistics in FLAGS.statistics:
+                variant = Variant(model, dtype, statistics == "on", timer)
+                memory = timer.memory_bytes(variant.statistics)
+                variant.xla_mib = None if memory is None else memory / 2**20
+                timer.images_per_sec(1, variant.statistics)  # compiles
+                variant.peak_mib = device_peak_mib()
+                variants.append(variant)
+    for _ in range(FLAGS.rounds):
+        for variant in variants:
+            variant.rates.append(variant.timer.images_per_sec(FLAGS.steps, variant.statistics))
+
+    device = jax.devices()[0]
+    peak_kind = "device peak" if device.memory_stats() else "process peak RSS"
+    print(f"{jax.device_count()} x {device.device_kind}, JAX {jax.__version__}; {FLAGS.rounds} rounds of "
+          f"{FLAGS.steps} steps; median images/s")
+    print(f"| model | params | dtype | batch | statistics | images/s | rounds | stats overhead | xla MiB | "
+          f"{peak_kind} MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    medians = {(v.model, v.dtype, v.statistics): float(np.median(v.rates)) for v in variants}
+    for v in variants:
+        rate = medians[(v.model, v.dtype, v.statistics)]
+        off = medians.get((v.model, v.dtype, False))
+        overhead = f"{100 * (off / rate - 1):+.1f}%" if v.statistics and off else ""
+        params = sum(x.size for x in jax.tree.leaves(v.timer.state.params))
+        xla = "n/a" if v.xla_mib is None else f"{v.xla_mib:.0f}"
+        print(f"| {v.model} | {params:,} | {v.dtype} | {v.timer.experiment.config.training.batch_size} | "
+              f"{'on' if v.statistics else 'off'} | {rate:.1f} | {np.round(v.rates, 1).tolist()} | {overhead} | "
+              f"{xla} | {v.peak_mib:.0f} |")
+    if FLAGS.loop:
+        for (model, dtype), config in configs.items():
+            if config.data.name in MOCK_DATA:
+                continue
+            loop = loop_images_per_sec(config, FLAGS.steps * 4)
+            bare = medians.get((model, dtype, True)) or medians[(model, dtype, False)]
+            print(f"loop {model} {dtype}: train_and_evaluate {loop:.1f} images/s; loop / bare step with "
+                  f"statistics {loop / bare:.3f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
