@@ -25,6 +25,8 @@ setup(
         "matplotlib>=3.8",
         # TFDS builders defined outside TFDS (our embedded dataset) need it, but TFDS does not declare it.
         "importlib_resources>=6",
+        # Reading .safetensors state dicts in visioncore_jax.convert (PyTorch checkpoints without torch).
+        "safetensors>=0.4",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn"],  # scikit-learn: its digits as a real image folder
