@@ -395,11 +395,10 @@ class _Trainer:
         logging.warning(message)
         self.writer.write_texts(self.step, {"events": message})
         self.writer.write_scalars(self.step, {"train_rollbacks": rollbacks})
-        events = self.diagnostics.events
+        events = [e for e in self.diagnostics.events if e["step"] <= back_to]
         self.diagnostics.restart(back_to)
-        self.diagnostics.events = [e for e in events if e["step"] <= back_to]
         self._load_log_state(saved)  # the log window and diagnostics period as they were at `back_to`
-        self.diagnostics.events.append({"step": back_to, "kind": "rollback", "lr_scale": lr_scale,
-                                        "message": message})
+        self.diagnostics.events += [e for e in events if e not in self.diagnostics.events] + [
+            {"step": back_to, "kind": "rollback", "lr_scale": lr_scale, "message": message}]
         self.step = back_to
         return self.experiment.pipeline.train_batches(self.config.training.batch_size, start_step=back_to)
