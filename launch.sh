@@ -5,9 +5,10 @@
 #   ./launch.sh tensorboard workdirs/            # serves the workdir(s) on port ${TB_PORT:-6006}
 #   ./launch.sh test                             # the test suite (as the README and CI run it)
 #
-# Multi-host: run the same `./launch.sh train ...` on every host. Where the cluster tells JAX about its peers
-# (Cloud TPU pods, SLURM via srun, or JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID),
-# `jax.distributed.initialize()` is called; on a single host it is skipped.
+# Multi-host: run the same `./launch.sh train ...` on every host. With JAX_COORDINATOR_ADDRESS (host:port of
+# process 0) + JAX_NUM_PROCESSES + JAX_PROCESS_ID, main.py passes all three to `jax.distributed.initialize`;
+# under SLURM (srun with several tasks) and on Cloud TPU VMs JAX detects them itself. On a single host without
+# these it is skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,7 +20,8 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
 
 is_multi_host() {
   [[ -n "${JAX_COORDINATOR_ADDRESS:-}" ]] || [[ -n "${SLURM_NTASKS:-}" && "${SLURM_NTASKS}" -gt 1 ]] \
-    || [[ -n "${TPU_WORKER_HOSTNAMES:-}" && "${TPU_WORKER_HOSTNAMES}" == *,* ]]
+    || [[ -n "${TPU_WORKER_HOSTNAMES:-}" && "${TPU_WORKER_HOSTNAMES}" == *,* ]] \
+    || [[ -e /dev/accel0 ]]  # a Cloud TPU VM: JAX asks the metadata server for its peers
 }
 
 command="${1:-}"

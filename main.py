@@ -42,7 +42,9 @@ flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find",
                   "checkpoint of --workdir on the eval split (--checkpoint, --step).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "--mode=eval: which checkpoint (unless --step).")
 flags.DEFINE_integer("step", -1, "--mode=eval: evaluate the checkpoint of this step (-1: --checkpoint).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host; launch.sh sets this).")
+flags.DEFINE_bool("distributed", False, "Join a multi-host run with jax.distributed.initialize(): the coordinator "
+                  "from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else detected (SLURM, Cloud "
+                  "TPU). launch.sh sets this.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.mark_flags_as_required(["workdir"])
 
@@ -118,12 +120,31 @@ class _QuietLibraries(py_logging.Filter):
         return record.levelno >= py_logging.WARNING or not noisy
 
 
+def initialize_distributed() -> None:
+    """Connects this process to the others of a multi-host run. JAX 0.10 reads only the coordinator address
+    from the environment, so the process count and id are passed explicitly; without JAX_COORDINATOR_ADDRESS,
+    JAX detects the cluster itself (SLURM via srun, Cloud TPU pods, Open MPI, Kubernetes)."""
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    kwargs = {}
+    if address:
+        missing = [name for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not os.environ.get(name)]
+        if missing:
+            raise app.UsageError(f"JAX_COORDINATOR_ADDRESS={address} is set but {' and '.join(missing)} "
+                                 "not: set the number of processes and this process's id (0-based) too.")
+        kwargs = {"coordinator_address": address, "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+                  "process_id": int(os.environ["JAX_PROCESS_ID"])}
+    # Cross-process collectives of the CPU backend (the JAX 0.10 default, set explicitly: without it a CPU
+    # multi-process run cannot all-reduce).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+
+
 def main(argv):
     """Parses flags and runs the mode (the builders validate the config before any work starts)."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        initialize_distributed()
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if FLAGS.mode == "diagnose":
         print(diagnostics.format_findings(diagnostics.analyze(FLAGS.workdir)))

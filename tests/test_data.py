@@ -94,16 +94,19 @@ def test_resumed_stream_equals_uninterrupted_stream_across_epochs(folder_config)
     assert not np.array_equal(uninterrupted[0]["color"], uninterrupted[steps_per_epoch]["color"])
 
 
-def test_processes_read_disjoint_halves(folder_config):
-    config = folder_config.copy_and_resolve_references()
-    config.data.crop_padding, config.data.random_flip = 0, False
-    parts = [build_input(config, process_index=i, process_count=2) for i in range(2)]
-    seen = []
-    for pipeline in parts:
-        batches = [next(iter(pipeline.train_batches(8, start_step=s))) for s in range(6)]
-        assert all(len(b["label"]) == 4 for b in batches)
-        seen.append({b.tobytes() for batch in batches for b in batch["color"]})
-    assert len(seen[0]) == len(seen[1]) == 24 and not seen[0] & seen[1]
+def test_processes_split_the_single_process_global_batch(folder_config):
+    """2 processes yield the two halves of the global batches of 1 process (augmented alike), from any step."""
+    single = build_input(folder_config)
+    parts = [build_input(folder_config, process_index=i, process_count=2) for i in range(2)]
+    steps_per_epoch = 48 // 8
+    for start in (0, steps_per_epoch - 1):  # the second crosses into the next epoch
+        whole = single.train_batches(8, start_step=start)
+        halves = [pipeline.train_batches(8, start_step=start) for pipeline in parts]
+        for _ in range(3):
+            expected, first, second = next(whole), next(halves[0]), next(halves[1])
+            assert len(first["label"]) == len(second["label"]) == 4
+            for key in expected:
+                np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), expected[key])
 
 
 def test_eval_padding_counts_every_example_once(folder_config):

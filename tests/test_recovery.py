@@ -9,6 +9,8 @@ import pytest
 
 from configs import test as test_config
 from tests.conftest import read_scalars, read_texts
+from tests.fault_zoo import PlainCNN, zoo_config
+from tests.test_train import assert_same_logs
 from visioncore_jax.data.pipeline import InputPipeline
 from visioncore_jax.optim import build_schedule
 from visioncore_jax.train import train_and_evaluate
@@ -63,9 +65,10 @@ def test_divergence_rolls_back_cuts_the_lr_and_finishes(config, tmp_path, monkey
     assert int(state.step) == 12 and float(state.lr_scale) == 0.5
     assert all(np.isfinite(p).all() for p in jax.tree.leaves(jax.device_get(state.params)))
     scalars = read_scalars(str(tmp_path))
+    # Steps 4-8 were skipped: the checkpoints at 4 and 6 fall inside the streak, the one at 2 is before it.
     assert scalars["train_rollbacks"] == [(8, 1.0)]
     (event,) = read_texts(str(tmp_path), "events")
-    assert "rolled back to step 6" in event and "multiplied the LR by 0.5" in event
+    assert "rolled back to step 2" in event and "multiplied the LR by 0.5" in event
     # The LR logged after the rollback is the schedule's times the cut.
     schedule = build_schedule(config, 12_000 // 32, 12)
     step, logged = scalars["train_learning_rate"][-1]
@@ -105,3 +108,32 @@ def test_plateau_cuts_the_lr_and_early_stopping_ends_the_run(config, tmp_path):
     step, logged = read_scalars(str(tmp_path))["train_learning_rate"][-1]
     assert step == 6
     np.testing.assert_allclose(logged, 0.5 * float(schedule(5)), rtol=1e-5)  # the cut at step 4 applied
+
+
+class Crash(Exception):
+    """Stands in for a killed process: raised by the input pipeline at a given step."""
+
+
+@pytest.mark.slow
+def test_crashed_run_resumes_to_the_same_logs(tfds_data_dir, tmp_path, monkeypatch):
+    """Log windows (3 steps), checkpoints (every 5) and diagnostics periods (8 steps) out of step: a crash in
+    step 14 resumes from the checkpoint at 10, inside a log window and a diagnostics period, and every scalar
+    and record equals those of an uninterrupted run."""
+    config = zoo_config(tfds_data_dir, steps=16, eval_every=8)
+    config.training.update(log_every_steps=3, checkpoint_every_steps=5)
+    model = PlainCNN(depth=2, width=8)
+    train_and_evaluate(config, str(tmp_path / "reference"), model=model)
+    original = InputPipeline.train_batches
+
+    def crashing(pipeline, global_batch_size, start_step=0):
+        for index, batch in enumerate(original(pipeline, global_batch_size, start_step), start=start_step):
+            if index == 13:
+                raise Crash
+            yield batch
+
+    monkeypatch.setattr(InputPipeline, "train_batches", crashing)
+    with pytest.raises(Crash):
+        train_and_evaluate(config, str(tmp_path / "resumed"), model=model)
+    monkeypatch.setattr(InputPipeline, "train_batches", original)
+    train_and_evaluate(config, str(tmp_path / "resumed"), model=model)
+    assert_same_logs(str(tmp_path / "reference"), str(tmp_path / "resumed"))

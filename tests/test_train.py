@@ -61,10 +61,12 @@ def finished_steps(workdir):
 
 
 def load_params(workdir, step):
-    """The parameters saved at `step` as numpy arrays."""
-    with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return restored["state"]["params"]
+    """The parameters saved at `step` as numpy arrays (whatever devices saved them)."""
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    with ocp.StandardCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(path)
+        target = jax.tree.map(lambda leaf: np.empty(leaf.shape, leaf.dtype), metadata.item_metadata.tree)
+        return checkpointer.restore(path, target)["params"]
 
 
 @pytest.mark.slow
@@ -85,8 +87,10 @@ def test_train_and_evaluate_writes_scalars_checkpoints_and_config(config, tmp_pa
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_parameters(config, tfds_data_dir, tmp_path):
-    steps = ("--config.training.num_train_steps=60", "--config.training.checkpoint_every_steps=5")
+def test_killed_run_resumes_to_the_same_parameters_and_logs(config, tfds_data_dir, tmp_path):
+    # Log windows (3 steps) and the diagnostics period (one eval, at the end) span the checkpoints (every 5).
+    steps = ("--config.training.num_train_steps=60", "--config.training.checkpoint_every_steps=5",
+             "--config.training.log_every_steps=3")
     reference_dir, resumed_dir = str(tmp_path / "reference"), str(tmp_path / "resumed")
     code, output = run_main(reference_dir, tfds_data_dir, *steps)
     assert code == 0, output[-3000:]
@@ -106,6 +110,25 @@ def test_killed_run_resumes_to_the_same_parameters(config, tfds_data_dir, tmp_pa
     assert f"Resumed from the checkpoint at step {killed_at[-1]}" in output
     reference, resumed = load_params(reference_dir, 60), load_params(resumed_dir, 60)
     jax.tree.map(np.testing.assert_array_equal, reference, resumed)
+    assert_same_logs(reference_dir, resumed_dir)
+
+
+TIMING_TAGS = ("steps_per_sec", "uptime", "timing/")
+
+
+def assert_same_logs(reference_dir, resumed_dir):
+    """Every TensorBoard scalar (each step once, equal values; timings aside) and every diagnostics record of
+    `resumed_dir` equals that of `reference_dir`."""
+    reference, resumed = read_scalars(reference_dir), read_scalars(resumed_dir)
+    untimed = sorted(tag for tag in reference if not tag.startswith(TIMING_TAGS))
+    assert sorted(tag for tag in resumed if not tag.startswith(TIMING_TAGS)) == untimed
+    assert any(tag.startswith("diagnostics/") for tag in untimed)
+    for tag in untimed:
+        assert resumed[tag] == reference[tag], tag
+    for name in ("train.jsonl", "eval.jsonl"):
+        with open(os.path.join(reference_dir, "diagnostics", name)) as f, \
+                open(os.path.join(resumed_dir, "diagnostics", name)) as g:
+            assert g.read() == f.read(), name
 
 
 def one_step(config, devices, batch, regularization):
@@ -164,21 +187,23 @@ def test_auxiliary_heads_are_trained_by_a_weighted_loss(config):
 
 
 @pytest.mark.slow
-def test_incompatible_or_corrupt_checkpoint_is_a_clear_error(config, tmp_path):
+def test_incompatible_checkpoint_is_a_clear_error_and_a_corrupt_one_is_skipped(config, tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(config, workdir)
     wider = config.copy_and_resolve_references()
     wider.model.width = 16
     with pytest.raises(checkpointing.IncompatibleCheckpointError, match="Use a new --workdir"):
         train_and_evaluate(wider, workdir)
-    last = finished_steps(workdir)[-1]
+    *_, previous, last = finished_steps(workdir)
     for path in glob.glob(os.path.join(workdir, "checkpoints", str(last), "state", "d", "*")):
         with open(path, "wb") as f:
             f.write(b"not a checkpoint")
     longer = config.copy_and_resolve_references()
     longer.training.num_train_steps += 2
-    with pytest.raises(checkpointing.IncompatibleCheckpointError, match=f"delete .*checkpoints/{last} to resume"):
-        train_and_evaluate(longer, workdir)
+    state = train_and_evaluate(longer, workdir)  # resumes from `previous`, the damaged one moved aside
+    assert int(state.step) == longer.training.num_train_steps
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", f"corrupt-{last}"))
+    assert previous in finished_steps(workdir)
 
 
 @pytest.mark.slow

@@ -24,9 +24,11 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
 class InputPipeline:
     """Train and eval batches of one dataset for one process.
 
-    Batch `i` of the training stream depends only on (seed, i): epoch `e` shuffles with a seed derived from
-    (seed, e) and augments example `j` of the stream with the stateless seed (seed, j). Resuming at step `s`
-    therefore yields exactly the batches an uninterrupted run would have seen from step `s` on.
+    Global batch `i` of the training stream depends only on (seed, i), not on the number of processes: epoch `e`
+    shuffles the whole training split with a seed derived from (seed, e) and augments example `j` of the stream
+    with the stateless seed (seed, j); process `p` of `P` yields rows [p * B / P, (p + 1) * B / P) of each global
+    batch of B. Resuming at step `s`, or running on another number of hosts, therefore yields exactly the global
+    batches an uninterrupted single-process run would have seen.
     """
 
     def __init__(self, builder: tfds.core.DatasetBuilder, info: DatasetInfo, spec: DatasetSpec, *, train_split: str,
@@ -39,12 +41,10 @@ class InputPipeline:
         self._random_flip = random_flip
         self._shuffle_buffer = shuffle_buffer
         self._process_index, self._process_count = process_index, process_count
-        # Each process keeps every `process_count`-th example: an equal share of the training split (the
-        # remainder dropped so that every process runs the same number of steps) and its share of the eval
-        # split. `Dataset.shard` rather than TFDS sub-splits, which ImageFolder does not support.
-        usable_train = info.num_train_examples // process_count * process_count
-        self._train_images = _filled_cache(self._decoded(builder, train_split).take(usable_train)
-                                           .shard(process_count, process_index))
+        # Every process holds the whole training split (its global order must not depend on the process count;
+        # each process then augments only its rows) and every `process_count`-th eval example (eval metrics are
+        # sums). `Dataset.shard` rather than TFDS sub-splits, which ImageFolder does not support.
+        self._train_images = _filled_cache(self._decoded(builder, train_split))
         self._eval_images = _filled_cache(self._decoded(builder, eval_split).shard(process_count, process_index))
         measured_mean, measured_std, self._luma_mean, self._luma_std = channel_statistics(
             self._train_images.map(lambda image, label, *extras: image))
@@ -99,21 +99,23 @@ class InputPipeline:
         return rgb, batch["brightness"][..., 0] * self._luma_std + self._luma_mean
 
     def train_batches(self, global_batch_size: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Infinite stream of augmented training batches (this process's part), starting at `start_step`."""
+        """Infinite stream of augmented training batches (this process's rows of each global batch), starting
+        at `start_step`."""
         local = _local_batch_size(global_batch_size, self._process_count)
         steps_per_epoch = durations.steps_per_epoch(self.info.num_train_examples, global_batch_size)
         epoch, offset = divmod(start_step, steps_per_epoch)
+        process = self._process_index
         while True:
-            first_example = epoch * steps_per_epoch * local
+            first_example = epoch * steps_per_epoch * global_batch_size
             dataset = (
                 self._train_images.shuffle(self._shuffle_buffer, seed=self._seed * 1_000_003 + epoch,
                                            reshuffle_each_iteration=False)
-                .take(steps_per_epoch * local)
+                .take(steps_per_epoch * global_batch_size)
                 .enumerate(start=first_example)
-                .skip(offset * local)
+                .skip(offset * global_batch_size)
+                .filter(lambda index, example: index % global_batch_size // local == process)
                 .map(lambda index, example: self._features(
-                    *example, seed=tf.stack([tf.cast(self._seed, tf.int64),
-                                             index * self._process_count + self._process_index])),
+                    *example, seed=tf.stack([tf.cast(self._seed, tf.int64), index])),
                      num_parallel_calls=AUTOTUNE, deterministic=True)
                 .batch(local, drop_remainder=True)
                 .prefetch(AUTOTUNE)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from visioncore_jax.data import InputPipeline, to_global_batch
 from visioncore_jax.diagnostics import analyzer, report
@@ -73,6 +74,23 @@ def evaluate(state: TrainState, experiment: Experiment, eval_fn) -> tuple[dict, 
     return prefixed(computed, "eval") | experiment.task.summary(confusion, info.class_names), confusion
 
 
+def _leaves(tree) -> list[np.ndarray]:
+    """The leaves of a device pytree as host arrays (a checkpointed log window; flat, so that orbax need not
+    store the metric names)."""
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(tree))]
+
+
+def _from_leaves(template, leaves: list | None):
+    """`template` with the saved `leaves` (from `_leaves`), or `template` itself when there are none."""
+    if leaves is None:
+        return template
+    treedef = jax.tree.structure(template)
+    if treedef.num_leaves != len(leaves):
+        raise ValueError(f"The checkpointed log window has {len(leaves)} arrays, this run's has "
+                         f"{treedef.num_leaves}; use a new --workdir for a different configuration.")
+    return jax.tree.unflatten(treedef, [np.asarray(leaf) for leaf in leaves])
+
+
 class _Diagnostics:
     """The loop's diagnostics: the on-device aggregate of the in-step statistics, and the records written
     at each evaluation (TensorBoard scalars and histograms, `workdir/diagnostics/*.jsonl`)."""
@@ -88,6 +106,7 @@ class _Diagnostics:
         self._empty = None
         self.events: list[dict] = []
         self.period_start = start_step
+        self.pending: list[np.ndarray] | None = None  # the leaves of a partial aggregate restored from a checkpoint
 
     def fresh(self, state: TrainState, batch: dict, regularization: dict) -> dict | None:
         """A new empty aggregate on the devices (None when diagnostics are off); its keys are traced once from
@@ -97,7 +116,16 @@ class _Diagnostics:
         if self._empty is None:
             self._empty = jax.device_get(empty_statistics(state, batch, regularization,
                                                           **step_options(self._experiment)))
-        return jax.device_put(self._empty, partitioning.replicated(self._experiment.mesh))
+        aggregate, self.pending = _from_leaves(self._empty, self.pending), None
+        return jax.device_put(aggregate, partitioning.replicated(self._experiment.mesh))
+
+    def to_json(self) -> dict:
+        """The period's host-side state (start, events) for a checkpoint."""
+        return {"period_start": self.period_start, "events": self.events}
+
+    def load_json(self, data: dict) -> None:
+        """Inverse of `to_json`."""
+        self.period_start, self.events = data["period_start"], list(data["events"])
 
     def restart(self, step: int) -> None:
         """Starts a new period at `step` (after a record or a rollback), dropping records after it."""
@@ -196,23 +224,62 @@ class _Trainer:
         self.experiment, self.config, self.manager, self.stop = experiment, experiment.config, manager, stop
         self.mesh = experiment.mesh
         state = experiment.init_state()
-        self.state, saved_loop_state = checkpointing.restore_latest(manager, state)
-        self.loop_state = LoopState.from_json(saved_loop_state) if saved_loop_state else LoopState()
+        self.state, restored = checkpointing.restore_latest(manager, state)
+        self.loop_state = LoopState.from_json(restored.loop) if restored else LoopState()
         self.step = int(jax.device_get(self.state.step))
+        if jax.process_index() == 0:
+            # Events after the restored step are rewritten by this run: drop them (before a new file opens).
+            writers.truncate_events_after(workdir, self.step)
         self.writer = writers.create_writer(workdir, writes_events=jax.process_index() == 0)
-        if self.step == 0:
-            _write_config_once(self.config, workdir)
-            logging.info("Parameters per module:\n%s", writers.parameter_summary(self.state.params))
-            self.writer.write_hparams(writers.headline_hparams(self.config))
-            # A step-0 checkpoint gives NaN recovery somewhere to roll back to before the first periodic save.
-            checkpointing.save(manager, self.state, self.loop_state.to_json())
         self.diagnostics = _Diagnostics(experiment, self.state, workdir, self.step, self.writer)
         self.train_fn, self.eval_fn = jitted_steps(experiment)
         self.finished = False
         self.last_train_loss = float("nan")
+        self.window = None  # the leaves of a partial train-metrics window restored from a checkpoint
+        if restored is None:
+            _write_config_once(self.config, workdir)
+            logging.info("Parameters per module:\n%s", writers.parameter_summary(self.state.params))
+            self.writer.write_hparams(writers.headline_hparams(self.config))
+            # A step-0 checkpoint gives NaN recovery somewhere to roll back to before the first periodic save.
+            self._save(self._empty_metrics(), None)
+        else:
+            self._load_log_state(restored)
 
     def _empty_metrics(self) -> TrainMetrics:
         return jax.device_put(TrainMetrics.empty(), partitioning.replicated(self.mesh))
+
+    def _save(self, metrics: TrainMetrics, statistics, eval_scalars: dict | None = None) -> None:
+        """Checkpoints the state with everything a resumed run needs to log exactly what an uninterrupted one
+        logs: the controls, the partial log window and diagnostics period. Events written so far are flushed
+        first, so that a checkpoint never gets ahead of the event files."""
+        self.writer.flush()
+        loop = self.loop_state.to_json() | {"log": {"last_train_loss": self.last_train_loss,
+                                                    "diagnostics": self.diagnostics.to_json()}}
+        window = {"metrics": _leaves(metrics)} | ({"statistics": _leaves(statistics)} if statistics else {})
+        checkpointing.save(self.manager, self.state, loop, eval_scalars, window=window)
+
+    def _load_log_state(self, restored: checkpointing.Restored) -> None:
+        """Continues the log window and diagnostics period saved with a checkpoint (older checkpoints have
+        none: the windows then restart at the restored step)."""
+        log = restored.loop.get("log")
+        if log is None or restored.window is None:
+            return
+        self.last_train_loss = log["last_train_loss"]
+        self.diagnostics.load_json(log["diagnostics"])
+        self.window = restored.window["metrics"]
+        self.diagnostics.pending = restored.window.get("statistics")
+
+    def _restored_metrics(self) -> TrainMetrics:
+        """The restored partial window (once), else an empty one."""
+        metrics, self.window = _from_leaves(TrainMetrics.empty(), self.window), None
+        return jax.device_put(metrics, partitioning.replicated(self.mesh))
+
+    def _stop_requested(self) -> bool:
+        """Whether SIGTERM reached any process: all of them agree, so that every host saves and stops at the
+        same step (one tiny all-gather per step, only when there are several processes)."""
+        if jax.process_count() == 1:
+            return self.stop.requested
+        return bool(multihost_utils.process_allgather(np.int32(self.stop.requested)).max())
 
     def _regularization(self, cached):
         """`(values, device values)` of the progressive regularization at the current step (cached)."""
@@ -231,7 +298,7 @@ class _Trainer:
                      self.step)
         progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=self.writer)
         batches = experiment.pipeline.train_batches(training.batch_size, start_step=self.step)
-        metrics, statistics, regularization = self._empty_metrics(), None, None
+        metrics, statistics, regularization = self._restored_metrics(), None, None
         with metric_writers.ensure_flushes(self.writer):
             while self.step < num_train_steps:
                 regularization = self._regularization(regularization)
@@ -248,20 +315,24 @@ class _Trainer:
                     skip_run = self._log_window(metrics)
                     metrics = self._empty_metrics()
                     if needs_rollback(skip_run, None, self.config.nan_recovery):
-                        batches, statistics = self._roll_back(f"{skip_run} consecutive non-finite steps"), None
+                        # Back to a checkpoint saved before the run of skipped steps began.
+                        batches = self._roll_back(f"{skip_run} consecutive non-finite steps", self.step - skip_run)
+                        metrics, statistics = self._restored_metrics(), None
                         continue
+                stop = self._stop_requested()
                 if self.step % experiment.eval_every_steps == 0 or is_last:
                     with progress.timed("eval"):
-                        outcome = self._evaluate(statistics)
+                        outcome = self._evaluate(statistics, metrics)
                     statistics = None
                     if outcome == "rollback":
-                        batches = self._roll_back("non-finite eval loss")
+                        batches = self._roll_back("non-finite eval loss", self.step - 1)
+                        metrics = self._restored_metrics()
                         continue
                     if outcome == "stop":
                         break
-                elif self.step % training.checkpoint_every_steps == 0 or self.stop.requested:
-                    checkpointing.save(self.manager, self.state, self.loop_state.to_json())
-                if self.stop.requested:
+                elif self.step % training.checkpoint_every_steps == 0 or stop:
+                    self._save(metrics, statistics)
+                if stop:
                     logging.warning("Stopped at step %d on SIGTERM; rerun the same command to resume.", self.step)
                     return self.state
         self.finished = True
@@ -274,7 +345,7 @@ class _Trainer:
         self.last_train_loss = scalars["train_loss"]
         return int(scalars["train_skip_run"])
 
-    def _evaluate(self, statistics) -> str:
+    def _evaluate(self, statistics, metrics: TrainMetrics) -> str:
         """Evaluates, writes the records and feeds the controls; returns 'rollback', 'stop' or 'continue'."""
         eval_scalars, confusion = evaluate(self.state, self.experiment, self.eval_fn)
         self.writer.write_scalars(self.step, eval_scalars)
@@ -289,8 +360,10 @@ class _Trainer:
             self.diagnostics.events.append({"step": self.step, "kind": "plateau_cut", "lr_scale": new_scale,
                                             "message": f"plateau on {self.config.plateau.metric}: LR scale "
                                                        f"{old_scale:.3g} -> {new_scale:.3g}"})
-        self.state = self.state.replace(lr_scale=jnp.float32(new_scale))
-        checkpointing.save(self.manager, self.state, self.loop_state.to_json(), eval_scalars)
+        # A global array like the rest of the state: orbax cannot save a host-local one on several hosts.
+        self.state = self.state.replace(lr_scale=jax.device_put(jnp.float32(new_scale),
+                                                                partitioning.replicated(self.mesh)))
+        self._save(metrics, None, eval_scalars)
         early_stopping = self.config.early_stopping
         if early_stopping.enabled and self.loop_state.early_stopping.should_stop(early_stopping.patience):
             logging.warning("Early stopping at step %d: %s has not improved for %d evals.", self.step,
@@ -298,25 +371,34 @@ class _Trainer:
             return "stop"
         return "continue"
 
-    def _roll_back(self, reason: str):
-        """Restores the last checkpoint with one more LR cut; returns the batches from the restored step."""
+    def _roll_back(self, reason: str, last_good: int):
+        """Restores the newest checkpoint at or before `last_good` (the last step before the trouble began) with
+        one more LR cut, and deletes the checkpoints after it (written while diverging); returns the batches
+        from the restored step."""
         nan_recovery = self.config.nan_recovery
-        self.manager.wait_until_finished()
-        restored, restored_loop = checkpointing.restore_latest(self.manager, self.state)
         rollbacks = self.loop_state.rollbacks + 1
         check_rollback_budget(rollbacks, self.step, nan_recovery)
-        self.loop_state = dataclasses.replace(LoopState.from_json(restored_loop), rollbacks=rollbacks)
+        self.manager.wait_until_finished()
+        restored, saved = checkpointing.restore_latest(self.manager, self.state, before=last_good)
+        if saved is None:  # the checkpoints before the streak were all rotated out: the newest is the best left
+            restored, saved = checkpointing.restore_latest(self.manager, self.state)
+        for step in self.manager.all_steps():
+            if step > saved.step:
+                self.manager.delete(step)
+        self.loop_state = dataclasses.replace(LoopState.from_json(saved.loop), rollbacks=rollbacks)
         lr_scale = self.loop_state.lr_scale(nan_recovery)
-        self.state = restored.replace(lr_scale=jnp.float32(lr_scale))
-        back_to = int(jax.device_get(self.state.step))
+        self.state = restored.replace(lr_scale=jax.device_put(jnp.float32(lr_scale),
+                                                              partitioning.replicated(self.mesh)))
+        back_to = saved.step
         message = (f"NaN recovery: {reason} at step {self.step}; rolled back to step {back_to} and multiplied the "
                    f"LR by {nan_recovery.lr_factor} (rollback {rollbacks} of at most {nan_recovery.max_rollbacks}).")
         logging.warning(message)
         self.writer.write_texts(self.step, {"events": message})
         self.writer.write_scalars(self.step, {"train_rollbacks": rollbacks})
-        events = self.diagnostics.events
+        events = [e for e in self.diagnostics.events if e["step"] <= back_to]
         self.diagnostics.restart(back_to)
-        self.diagnostics.events = [e for e in events if e["step"] <= back_to] + [
+        self._load_log_state(saved)  # the log window and diagnostics period as they were at `back_to`
+        self.diagnostics.events += [e for e in events if e not in self.diagnostics.events] + [
             {"step": back_to, "kind": "rollback", "lr_scale": lr_scale, "message": message}]
         self.step = back_to
         return self.experiment.pipeline.train_batches(self.config.training.batch_size, start_step=back_to)

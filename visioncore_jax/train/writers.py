@@ -6,11 +6,15 @@ clu's default writer logs every histogram bucket and every scalar, and TensorBoa
 scalar tag into an hparams metric unless the metrics are declared, so both are narrowed here.
 """
 
+import glob
+import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from clu import metric_writers
 from flax import traverse_util
 from tensorboard.plugins.hparams import api as hparams_api
@@ -61,6 +65,31 @@ def create_writer(workdir: str, *, writes_events: bool) -> metric_writers.Metric
     process 0) and the text log."""
     writers = [_ProgressLog()] + ([_Events(workdir)] if writes_events else [])
     return metric_writers.AsyncMultiWriter(writers)
+
+
+def truncate_events_after(workdir: str, step: int) -> None:
+    """Drops the events after `step` from `workdir`'s TensorBoard event files (and a record cut short by a
+    kill), so that a run resumed from the checkpoint at `step` does not write any step twice. Call it before
+    the writer opens its file. TensorBoard's own purge on a restart (`SessionLog.START`) is not used: not
+    every reader honours it, and the stale events would stay in the files."""
+    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+        kept, dropped = [], 0
+        try:
+            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                if tf.compat.v1.Event.FromString(record).step <= step:
+                    kept.append(record)
+                else:
+                    dropped += 1
+        except tf.errors.DataLossError:
+            dropped += 1  # the last record was cut short; nothing follows it
+        if not dropped:
+            continue
+        with tf.io.TFRecordWriter(path + ".tmp") as writer:
+            for record in kept:
+                writer.write(record)
+        os.replace(path + ".tmp", path)
+        logging.info("Dropped %d events after step %d from %s (rewritten by the resumed run).", dropped, step,
+                     os.path.basename(path))
 
 
 def headline_hparams(config: ml_collections.ConfigDict) -> dict[str, bool | int | float | str]:
