@@ -5,6 +5,7 @@ r"""Trains a vision model from a config file; every config field can be overridd
   python main.py --mode=preflight --workdir=workdirs/default --config=configs/default.py
   python main.py --mode=lr_find --workdir=workdirs/default --config=configs/default.py
   python main.py --mode=diagnose --workdir=workdirs/default
+  python main.py --mode=repair --workdir=workdirs/default
 
 The workdir is the TensorBoard logdir; re-running the same command resumes from its latest checkpoint.
 """
@@ -18,15 +19,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from visioncore_jax import diagnostics
-from visioncore_jax.tools import lr_find, preflight
+from visioncore_jax.tools import lr_find, preflight, repair
 from visioncore_jax.train import train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for TensorBoard events, checkpoints and diagnostics.")
-flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find"],
+flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find", "repair"],
                   "train; preflight: run the preflight checks (exit 1 on FAIL); diagnose: analyze the records in "
-                  "--workdir (finished or running; no --config needed); lr_find: LR range test.")
+                  "--workdir (finished or running; no --config needed); lr_find: LR range test; repair: short "
+                  "trials of the findings' fixes on --workdir's config, and the command with the verified fix.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host; launch.sh sets this).")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.mark_flags_as_required(["workdir"])
@@ -50,6 +52,9 @@ def main(argv):
     if FLAGS.mode == "diagnose":
         print(diagnostics.format_findings(diagnostics.analyze(FLAGS.workdir)))
         return
+    if FLAGS.mode == "repair":
+        print(repair.format_repair(repair.repair(FLAGS.workdir)))
+        return
     if FLAGS.config is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<experiment>.py.")
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
@@ -58,6 +63,7 @@ def main(argv):
         if FLAGS.config.preflight:
             preflight.require_preflight(experiment, FLAGS.workdir)
         train_and_evaluate(FLAGS.config, FLAGS.workdir, experiment=experiment)
+        repair.auto_repair(FLAGS.config, FLAGS.workdir)
         return
     if FLAGS.mode == "preflight":
         results = preflight.run_preflight(experiment, FLAGS.workdir)
