@@ -27,7 +27,7 @@ setup(
         "importlib_resources>=6",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn>=1.3"],  # sklearn: digits in benchmarks/fault_zoo
         "cuda12": ["jax[cuda12]>=0.10,<0.11"],
     },
 )
