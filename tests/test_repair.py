@@ -108,10 +108,11 @@ def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, t
 
     argv = shlex.split(result.command)
     assert argv[:2] == ["python", "main.py"]
-    values = flags.FlagValues()
+    argv = ["main.py", *argv[2:]]
+    values = flags.FlagValues()  # main.py's two flags, parsed as main.py parses them
     flags.DEFINE_string("workdir", None, "", flag_values=values)
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values)
-    values(["main.py", *argv[2:]])
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
+    values(argv)
     assert values.workdir == workdir + "_repaired"
     assert math.isclose(values.config.optimizer.learning_rate, best["overrides"]["optimizer.learning_rate"])
     assert values.config.training.num_train_steps == 60  # the full run, not the trial's budget
