@@ -116,3 +116,26 @@ def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, t
     assert values.workdir == workdir + "_repaired"
     assert math.isclose(values.config.optimizer.learning_rate, best["overrides"]["optimizer.learning_rate"])
     assert values.config.training.num_train_steps == 60  # the full run, not the trial's budget
+
+
+def test_write_repair_appends_one_section_and_json(tmp_path):
+    (tmp_path / "diagnostics").mkdir()
+    (tmp_path / "diagnostics" / "report.md").write_text("# Report\n\nfindings\n")
+    trials = (repair.Trial("lr_too_high-1", {"optimizer.learning_rate": 0.1}, ("lr_too_high",), (), 0.5, 0.8, True),
+              repair.Trial("baseline", {}, (), ("lr_too_high",), 2.0, 0.3))
+    result = repair.RepairResult(str(tmp_path), "eval_accuracy", 40, ("lr_too_high",), trials,
+                                 repair.rerun_command(str(tmp_path), trials[0].overrides))
+    repair.write_repair(result)
+    repair.write_repair(result)  # a second repair replaces the section
+    report = (tmp_path / "diagnostics" / "report.md").read_text()
+    assert report.startswith("# Report\n\nfindings\n") and report.count("## Verified repair") == 1
+    row = "| 1 | lr_too_high-1 | --config.optimizer.learning_rate=0.1 | none | 0.5 | 0.8000 | +0.5000 | yes |"
+    assert row in report
+    saved = json.loads((tmp_path / "diagnostics" / "repair.json").read_text())
+    assert saved["best"] == "lr_too_high-1" and saved["command"].endswith("--config.optimizer.learning_rate=0.1")
+    assert [t["name"] for t in saved["trials"]] == ["lr_too_high-1", "baseline"]
+
+
+def test_auto_repair_is_off_by_default(tmp_path):
+    config = test_config.get_config()
+    assert repair.auto_repair(config, str(tmp_path / "never_read")) is None

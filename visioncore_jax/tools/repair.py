@@ -124,7 +124,7 @@ def candidates(findings, config: ml_collections.ConfigDict) -> list[tuple[str, d
             seen.add(key)
             out.append((name, overrides, ids))
 
-    firsts = []
+    firsts, lr_tested = [], False
     for finding in _severe(findings)[:MAX_FINDINGS]:
         parsed = []
         for recommendation in finding.recommendations:
@@ -136,8 +136,8 @@ def candidates(findings, config: ml_collections.ConfigDict) -> list[tuple[str, d
             add(f"{finding.id}-{index}", overrides, (finding.id,))
         if parsed:
             firsts.append((finding.id, parsed[0]))
-        if finding.id in LR_FINDINGS and not any(name.endswith("-lr_find") for name, _, _ in out):
-            suggestion = _lr_suggestion(config)
+        if finding.id in LR_FINDINGS and not lr_tested:  # one LR range test per repair
+            lr_tested, suggestion = True, _lr_suggestion(config)
             if suggestion is not None:
                 add(f"{finding.id}-lr_find", {"optimizer.learning_rate": suggestion}, (finding.id,))
     independent, fields = [], set()
