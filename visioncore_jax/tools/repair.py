@@ -96,13 +96,15 @@ def metric_name(run) -> str:
 
 
 def trial_config(config: ml_collections.ConfigDict, budget: int, steps_per_epoch: int) -> ml_collections.ConfigDict:
-    """`config` shortened to `budget` steps with TRIAL_RECORDS evaluations, no report plots or repair of its own."""
+    """`config` shortened to `budget` steps with TRIAL_RECORDS evaluations, without early stopping, report plots
+    or a repair of its own."""
     period = max(1, budget // TRIAL_RECORDS)
     config = ml_collections.ConfigDict(config.to_dict())
     config.training.update(num_epochs=-1, num_train_steps=budget, eval_every_epochs=period / steps_per_epoch,
                            log_every_steps=min(int(config.training.log_every_steps), period),
                            checkpoint_every_steps=max(budget, 1))
     config.diagnostics.report = False
+    config.early_stopping.enabled = False  # every trial is compared at the budget
     if "auto_repair" in config.diagnostics:
         config.diagnostics.auto_repair = False
     return config
@@ -165,7 +167,9 @@ def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overri
     """Trains `config` with `overrides` into `workdir` (from scratch) and analyses it."""
     shutil.rmtree(workdir, ignore_errors=True)
     try:
-        train_and_evaluate(apply_overrides(config, overrides), workdir)
+        state = train_and_evaluate(apply_overrides(config, overrides), workdir)
+        if int(state.step) < config.training.num_train_steps:  # the loop stopped on SIGTERM: so does the repair
+            raise KeyboardInterrupt(f"Repair stopped during trial {name}; rerun --mode=repair to start again.")
         findings = diagnostics.analyze(workdir)
         run = diagnostics.load_records(workdir)
     except Exception as error:  # a candidate that crashes is a failed trial, not a failed repair
