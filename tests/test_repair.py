@@ -89,14 +89,13 @@ def test_budget_default_is_a_quarter_of_the_run_within_bounds():
 @pytest.mark.slow
 def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
-    config = zoo_config(tfds_data_dir, steps=40, eval_every=10)
+    config = zoo_config(tfds_data_dir)  # 60 steps; the default budget gives 40-step trials
     config.optimizer.learning_rate = 1.0  # typed x100
-    config.diagnostics.repair_steps = 20
     train_and_evaluate(config, workdir)
     result = repair.repair(workdir)
 
     saved = json.loads((tmp_path / "run" / "diagnostics" / "repair.json").read_text())
-    assert saved["baseline"] == "baseline" and saved["budget"] == 20 and saved["metric"] == "eval_accuracy"
+    assert saved["baseline"] == "baseline" and saved["budget"] == 40 and saved["metric"] == "eval_accuracy"
     baseline = next(t for t in saved["trials"] if t["name"] == "baseline")
     assert baseline["findings_left"], "the fault must show in the baseline trial"
     best = saved["trials"][0]
@@ -116,7 +115,7 @@ def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, t
     values(argv)
     assert values.workdir == workdir + "_repaired"
     assert math.isclose(values.config.optimizer.learning_rate, best["overrides"]["optimizer.learning_rate"])
-    assert values.config.training.num_train_steps == 40  # the full run, not the trial's budget
+    assert values.config.training.num_train_steps == 60  # the full run, not the trial's budget
 
 
 def test_write_repair_appends_one_section_and_json(tmp_path):
