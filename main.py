@@ -6,6 +6,7 @@ r"""Trains a vision model from a config file; every config field can be overridd
   python main.py --mode=lr_find --workdir=workdirs/default --config=configs/default.py
   python main.py --mode=diagnose --workdir=workdirs/default
   python main.py --mode=eval --workdir=workdirs/default --config=configs/default.py [--checkpoint=latest|--step=N]
+  python main.py --mode=repair --workdir=workdirs/default
 
 The workdir is the TensorBoard logdir; re-running the same command resumes from its latest checkpoint.
 
@@ -27,7 +28,7 @@ from ml_collections import config_flags
 
 from visioncore_jax import diagnostics
 from visioncore_jax.errors import InputError
-from visioncore_jax.tools import evaluate, lr_find, preflight
+from visioncore_jax.tools import evaluate, lr_find, preflight, repair
 from visioncore_jax.train import train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
 from visioncore_jax.train.validation import check_workdir, validate_config
@@ -36,10 +37,11 @@ from visioncore_jax.train.validation import check_workdir, validate_config
 # its backend, at the first computation in main(), so they apply here.
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for TensorBoard events, checkpoints and diagnostics.")
-flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find", "eval"],
+flags.DEFINE_enum("mode", "train", ["train", "preflight", "diagnose", "lr_find", "eval", "repair"],
                   "train; preflight: run the preflight checks (exit 1 on FAIL); diagnose: analyze the records in "
                   "--workdir (finished or running; no --config needed); lr_find: LR range test; eval: evaluate a "
-                  "checkpoint of --workdir on the eval split (--checkpoint, --step).")
+                  "checkpoint of --workdir on the eval split (--checkpoint, --step); repair: short trials of the "
+                  "findings' fixes on --workdir's config, and the command with the verified fix.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "--mode=eval: which checkpoint (unless --step).")
 flags.DEFINE_integer("step", -1, "--mode=eval: evaluate the checkpoint of this step (-1: --checkpoint).")
 flags.DEFINE_bool("distributed", False, "Join a multi-host run with jax.distributed.initialize(): the coordinator "
@@ -149,6 +151,9 @@ def main(argv):
     if FLAGS.mode == "diagnose":
         print(diagnostics.format_findings(diagnostics.analyze(FLAGS.workdir)))
         return
+    if FLAGS.mode == "repair":
+        print(repair.format_repair(repair.repair(FLAGS.workdir)))
+        return
     if FLAGS.config is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<experiment>.py.")
     _check_inputs(FLAGS.config, FLAGS.workdir)
@@ -162,6 +167,7 @@ def main(argv):
         if FLAGS.config.preflight:
             preflight.require_preflight(experiment, FLAGS.workdir)
         train_and_evaluate(FLAGS.config, FLAGS.workdir, experiment=experiment)
+        repair.auto_repair(FLAGS.config, FLAGS.workdir)
         return
     if FLAGS.mode == "preflight":
         results = preflight.run_preflight(experiment, FLAGS.workdir)

@@ -29,7 +29,8 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn"],  # scikit-learn: its digits as a real image folder
+        # scikit-learn: its digits written as a real third-party image folder (tests, the fault-zoo benchmark).
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn>=1.3"],
         "cuda12": ["jax[cuda12]>=0.10,<0.11"],
     },
 )

@@ -210,6 +210,9 @@ def _check_diagnostics(diagnostics: ml_collections.ConfigDict) -> None:
     _require(0 < diagnostics.lr_find_min < diagnostics.lr_find_max,
              f"--config.diagnostics.lr_find_min={diagnostics.lr_find_min} and lr_find_max="
              f"{diagnostics.lr_find_max} need 0 < min < max.")
+    _require(diagnostics.repair_steps == -1 or diagnostics.repair_steps >= 1,
+             f"--config.diagnostics.repair_steps={diagnostics.repair_steps} must be -1 (a quarter of the run) or "
+             ">= 1.")
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:

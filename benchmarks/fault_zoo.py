@@ -1,0 +1,199 @@
+r"""The fault zoo as a benchmark: does the analyzer (run findings) or preflight (checks) name each injected fault
+first, on runs outside the test zoo, and stay silent on healthy runs? Optionally: does verified repair fix them?
+
+  flock /tmp/vcj-heavy.lock python -m benchmarks.fault_zoo --out=/tmp/fault_zoo/results.json
+  python -m benchmarks.fault_zoo --ids=nonfinite,lr_too_high --half=held_out --max-runs=4
+  python -m benchmarks.fault_zoo --summarize --out=/tmp/fault_zoo/results.json   # tables only
+
+Runs are in benchmarks/zoo_variants.py (>= 3 per catalog id, 5 model families, 4 datasets incl. scikit-learn's
+digits as an image folder; variant k is calibration when k is even, held-out when odd). Results are appended to
+`--out` after every run, so an interrupted benchmark keeps what it measured; rerunning skips runs already there.
+"""
+
+import concurrent.futures
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import time
+
+from absl import app, flags
+
+from benchmarks.zoo_variants import Context, Variant, build_run, variants
+
+flags.DEFINE_string("scratch", "/tmp/fault_zoo", "Workdirs, TFDS data and the digits image folders.")
+flags.DEFINE_string("out", "", "Results JSON (default: <scratch>/results.json); runs already in it are skipped.")
+flags.DEFINE_list("ids", [], "Only these catalog ids ('healthy' for the healthy runs).")
+flags.DEFINE_enum("half", "both", ["both", "calibration", "held_out"], "Which half of the variants.")
+flags.DEFINE_integer("max_runs", 0, "Stop after this many new runs (0: all).")
+flags.DEFINE_integer("jobs", 1, "Runs in parallel processes (1 on a shared 2-core machine).")
+flags.DEFINE_bool("repair", False, "Also run verified repair on faulty runs whose fault is in the config alone.")
+flags.DEFINE_bool("summarize", False, "Only print the tables of --out.")
+FLAGS = flags.FLAGS
+
+STATUS_ORDER = {"FAIL": 0, "WARN": 1}
+
+
+def _metric(workdir: str) -> float | None:
+    """The last eval record's accuracy (mean Dice for segmentation)."""
+    from visioncore_jax import diagnostics
+
+    evals = diagnostics.load_records(workdir).eval
+    if not evals:
+        return None
+    value = evals[-1].get("mean_dice" if evals[-1].get("task") == "segmentation" else "accuracy")
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def run_variant(variant: Variant, ctx: Context, repair: bool) -> dict:
+    """Runs one variant; returns its result row (flagged ids in rank order, top-1 / top-3, wall time)."""
+    from visioncore_jax import diagnostics
+    from visioncore_jax.tools import repair as repair_tool
+    from visioncore_jax.tools.overrides import apply_overrides
+    from visioncore_jax.tools.preflight import CHECKS, run_preflight
+    from visioncore_jax.train import train_and_evaluate
+    from visioncore_jax.train.experiment import build_experiment
+
+    row = {"name": variant.name, "expected": variant.expected, "kind": variant.kind, "family": variant.family,
+           "dataset": variant.dataset, "magnitude": variant.magnitude, "half": variant.half,
+           "overrides": {k: repr(v) for k, v in variant.overrides.items()}, "api": variant.api is not None}
+    workdir = os.path.join(ctx.scratch, "runs", variant.name.replace("/", "__"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    start = time.perf_counter()
+    try:
+        config, api = build_run(variant, ctx)
+        if variant.kind == "preflight":
+            results = run_preflight(build_experiment(config, **api))
+            flagged = sorted((r for r in results if r.status != "PASS"),
+                             key=lambda r: (STATUS_ORDER[r.status], list(CHECKS).index(r.id)))
+            row["flagged"] = [f"{r.id}:{r.status}" for r in flagged]
+            ids = [r.id for r in flagged]
+        else:
+            train_and_evaluate(config, workdir, **api)
+            if variant.resume:
+                train_and_evaluate(apply_overrides(config, variant.resume), workdir, **api)
+            findings = [f for f in diagnostics.analyze(workdir) if f.severity != "info"]
+            row["flagged"] = [f"{f.id}:{f.severity}" for f in findings]
+            row["first_recommendation"] = findings[0].recommendations[0] if findings and \
+                findings[0].recommendations else None
+            row["metric"] = _metric(workdir)
+            ids = [f.id for f in findings]
+    except Exception as error:  # one broken variant must not end the benchmark
+        row.update(error=f"{type(error).__name__}: {str(error)[:300]}", flagged=[], wall_s=time.perf_counter() - start)
+        return row
+    row["wall_s"] = time.perf_counter() - start
+    row["top1"] = bool(ids) and ids[0] == variant.expected if variant.expected else not ids
+    row["top3"] = variant.expected in ids[:3] if variant.expected else not ids
+    if repair and variant.expected and variant.kind == "run" and variant.config_route:
+        start = time.perf_counter()
+        try:
+            result = repair_tool.repair(workdir)
+            row["repair"] = {"verified": result.best is not None, "best": result.best.name if result.best else None,
+                             "command": result.command, "trials": len(result.trials), "budget": result.budget,
+                             "wall_s": time.perf_counter() - start}
+        except Exception as error:
+            row["repair"] = {"verified": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+    return row
+
+
+def _load(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)["runs"]
+
+
+def _save(path: str, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"runs": rows}, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def summarize(rows: list[dict]) -> str:
+    """Markdown tables: per id top-1 / top-3 on each half, healthy runs, repair, wall time."""
+    lines = ["| id | kind | calibration top-1 | calibration top-3 | held-out top-1 | held-out top-3 | "
+             "what came first when missed |", "|---|---|---|---|---|---|---|"]
+    faulty = [r for r in rows if r["expected"]]
+    for finding_id in dict.fromkeys(r["expected"] for r in faulty):
+        own = [r for r in faulty if r["expected"] == finding_id]
+        cells = []
+        for half in ("calibration", "held_out"):
+            part = [r for r in own if r["half"] == half]
+            cells += [f"{sum(bool(r.get('top1')) for r in part)}/{len(part)}",
+                      f"{sum(bool(r.get('top3')) for r in part)}/{len(part)}"]
+        missed = [r.get("error", "").split(":")[0] or (r["flagged"][0] if r["flagged"] else "nothing")
+                  for r in own if not r.get("top1")]
+        lines.append(f"| `{finding_id}` | {own[0]['kind']} | " + " | ".join(cells) + f" | {', '.join(missed)} |")
+    for half in ("calibration", "held_out"):
+        part = [r for r in faulty if r["half"] == half]
+        if part:
+            lines.append(f"\n**{half}**: top-1 {sum(bool(r.get('top1')) for r in part)}/{len(part)} "
+                         f"({100 * sum(bool(r.get('top1')) for r in part) / len(part):.0f}%), top-3 "
+                         f"{sum(bool(r.get('top3')) for r in part)}/{len(part)}.")
+    healthy = [r for r in rows if not r["expected"]]
+    if healthy:
+        lines += ["", "| healthy run | kind | warnings/errors | final metric |", "|---|---|---|---|"]
+        for r in healthy:
+            metric = f"{r['metric']:.3f}" if r.get("metric") is not None else "-"
+            lines.append(f"| {r['name']} | {r['kind']} | {', '.join(r['flagged']) or r.get('error', 'none')} | "
+                         f"{metric} |")
+        alarms = sum(bool(r["flagged"]) or "error" in r for r in healthy)
+        lines.append(f"\nFalse alarms: {alarms} of {len(healthy)} healthy runs.")
+    repaired = [r for r in rows if "repair" in r]
+    if repaired:
+        ok = [r for r in repaired if r["repair"]["verified"]]
+        costs = [r["repair"]["wall_s"] / r["wall_s"] for r in repaired if "wall_s" in r["repair"]]
+        lines.append(f"\nRepair: a verified fix for {len(ok)} of {len(repaired)} faulty config-route runs; "
+                     f"repair wall time {sum(costs) / max(len(costs), 1):.1f}x the faulty run's on average.")
+    wall = sum(r.get("wall_s", 0.0) for r in rows)
+    lines.append(f"\n{len(rows)} runs, {wall / 60:.1f} min of wall time (mean {wall / max(len(rows), 1):.0f} s).")
+    return "\n".join(lines)
+
+
+def _selected(all_variants: list[Variant]) -> list[Variant]:
+    ids = set(FLAGS.ids)
+    chosen = [v for v in all_variants if (not ids or (v.expected or "healthy") in ids)
+              and (FLAGS.half == "both" or v.half == FLAGS.half)]
+    # Interleave by variant index, so a benchmark cut short covers every id before its second variant.
+    return sorted(chosen, key=lambda v: v.index)
+
+
+def _worker(name: str, scratch: str, repair: bool) -> dict:
+    variant = next(v for v in variants() if v.name == name)
+    return run_variant(variant, Context(scratch), repair)
+
+
+def main(argv):
+    del argv
+    out = FLAGS.out or os.path.join(FLAGS.scratch, "results.json")
+    rows = _load(out)
+    if FLAGS.summarize:
+        print(summarize(rows))
+        return
+    done = {r["name"] for r in rows}
+    todo = [v for v in _selected(variants()) if v.name not in done]
+    if FLAGS.max_runs:
+        todo = todo[:FLAGS.max_runs]
+    ctx = Context(FLAGS.scratch)
+    if FLAGS.jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(FLAGS.jobs, mp_context=context) as pool:
+            for row in pool.map(_worker, [v.name for v in todo], [FLAGS.scratch] * len(todo),
+                                [FLAGS.repair] * len(todo)):
+                rows.append(row)
+                _save(out, rows)
+    else:
+        for variant in todo:
+            row = run_variant(variant, ctx, FLAGS.repair)
+            print(f"{variant.name}: flagged {row['flagged'][:3]} top1={row.get('top1')} "
+                  f"{row.get('error', '')} ({row.get('wall_s', 0):.0f} s)", flush=True)
+            rows.append(row)
+            _save(out, rows)
+    print(summarize(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)
+

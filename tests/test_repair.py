@@ -1,0 +1,141 @@
+"""Verified repair: overrides applied to a run's saved config, trial ranking, and (slow) a faulty run repaired
+end to end with a command that main.py's flags parse."""
+
+import json
+import math
+import shlex
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import test as test_config
+from tests.fault_zoo import zoo_config
+from visioncore_jax.diagnostics import Finding
+from visioncore_jax.tools import repair
+from visioncore_jax.tools.overrides import apply_overrides, load_run_config, parse_overrides
+from visioncore_jax.train import train_and_evaluate
+
+
+def test_parse_overrides_reads_literals_and_strings_and_several_flags():
+    parsed = parse_overrides("--config.optimizer.learning_rate=3e-3 --config.schedule.name=warmup_cosine "
+                             "'--config.optimizer.lr_multipliers=((\"head/.*\", 10.0),)'")
+    assert parsed == {"optimizer.learning_rate": 3e-3, "schedule.name": "warmup_cosine",
+                      "optimizer.lr_multipliers": (("head/.*", 10.0),)}
+    with pytest.raises(ValueError, match="is not a config override"):
+        parse_overrides("lower the learning rate")
+
+
+def test_apply_overrides_copies_and_names_bad_fields_in_one_line():
+    config = test_config.get_config()
+    changed = apply_overrides(config, {"optimizer.learning_rate": 0.5, "schedule.name": "onecycle"})
+    assert (changed.optimizer.learning_rate, changed.schedule.name) == (0.5, "onecycle")
+    assert config.optimizer.learning_rate == 3e-3  # the original is untouched
+    with pytest.raises(ValueError, match=r"^--config.optimizer.lrate: the run's config has no field"):
+        apply_overrides(config, {"optimizer.lrate": 0.5})
+    with pytest.raises(ValueError, match="wrong type"):
+        apply_overrides(config, {"training.num_train_steps": 1.5})
+
+
+def test_load_run_config_restores_tuples(tmp_path):
+    config = test_config.get_config()
+    config.optimizer.lr_multipliers = (("head/.*", 2.0),)
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    loaded = load_run_config(str(tmp_path))
+    assert loaded.model.num_blocks == (1, 1, 1, 1) and loaded.optimizer.lr_multipliers == (("head/.*", 2.0),)
+    with pytest.raises(ValueError, match="holds no run"):
+        load_run_config(str(tmp_path / "missing"))
+
+
+def _finding(finding_id, *recommendations, severity="warning"):
+    return Finding(finding_id, severity, "", "", {}, recommendations)
+
+
+def test_candidates_alone_and_combined_for_independent_findings():
+    findings = [
+        _finding("clipping_dominates", "--config.optimizer.grad_clip_norm=1.0", "--config.optimizer.grad_clip_norm=0",
+                 "--config.optimizer.grad_clip_norm=5.0", severity="error"),
+        _finding("over_regularization", "--config.model.dropout=0.1 --config.training.label_smoothing=0.0",
+                 "Check the data pipeline."),
+        _finding("overfitting", "--config.model.dropout=0.3"),  # shares a field: not combined
+        _finding("dead_units", "--config.model.width=64", severity="info"),  # info: not a candidate
+    ]
+    plan = {name: overrides for name, overrides, _ in repair.candidates(findings, test_config.get_config())}
+    assert list(plan) == ["clipping_dominates-1", "clipping_dominates-2", "over_regularization-1",
+                          "overfitting-1", "combined"]
+    assert plan["combined"] == {"optimizer.grad_clip_norm": 1.0, "model.dropout": 0.1,
+                                "training.label_smoothing": 0.0}
+
+
+def test_rank_trials_verifies_only_clean_trials_that_beat_the_baseline():
+    baseline = repair.Trial("baseline", {}, (), ("lr_too_high",), loss=2.0, metric=0.30)
+    trials = [baseline,
+              repair.Trial("a", {"x": 1}, ("lr_too_high",), (), loss=0.9, metric=0.70),
+              repair.Trial("b", {"x": 2}, ("lr_too_high",), (), loss=0.8, metric=0.302),  # gain below MIN_GAIN
+              repair.Trial("c", {"x": 3}, ("lr_too_high",), ("overfitting",), loss=0.1, metric=0.95),
+              repair.Trial("d", {"x": 4}, ("lr_too_high",), error="ValueError: bad")]
+    ranked = repair.rank_trials(trials, baseline)
+    assert [t.name for t in ranked] == ["a", "b", "c", "baseline", "d"]
+    assert [t.verified for t in ranked] == [True, False, False, False, False]
+
+
+def test_budget_default_is_a_quarter_of_the_run_within_bounds():
+    config = test_config.get_config()
+    assert [repair.repair_budget(config, n) for n in (20, 100, 400)] == [20, 40, 100]
+    config.diagnostics.repair_steps = 7
+    assert repair.repair_budget(config, 400) == 7
+
+
+@pytest.mark.slow
+def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    config = zoo_config(tfds_data_dir)  # 60 steps; the default budget gives 40-step trials
+    config.optimizer.learning_rate = 1.0  # typed x100
+    train_and_evaluate(config, workdir)
+    result = repair.repair(workdir)
+
+    saved = json.loads((tmp_path / "run" / "diagnostics" / "repair.json").read_text())
+    assert saved["baseline"] == "baseline" and saved["budget"] == 40 and saved["metric"] == "eval_accuracy"
+    baseline = next(t for t in saved["trials"] if t["name"] == "baseline")
+    assert baseline["findings_left"], "the fault must show in the baseline trial"
+    best = saved["trials"][0]
+    assert saved["best"] == best["name"] and best["verified"] and not best["findings_left"]
+    assert best["metric"] >= baseline["metric"] + repair.MIN_GAIN
+    assert best["overrides"]["optimizer.learning_rate"] < 1.0
+    records = (tmp_path / "run" / "diagnostics" / "repair" / best["name"] / "diagnostics" / "eval.jsonl")
+    assert len(records.read_text().splitlines()) >= 3
+    assert "## Verified repair" in (tmp_path / "run" / "diagnostics" / "report.md").read_text()
+
+    argv = shlex.split(result.command)
+    assert argv[:2] == ["python", "main.py"]
+    argv = ["main.py", *argv[2:]]
+    values = flags.FlagValues()  # main.py's two flags, parsed as main.py parses them
+    flags.DEFINE_string("workdir", None, "", flag_values=values)
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
+    values(argv)
+    assert values.workdir == workdir + "_repaired"
+    assert math.isclose(values.config.optimizer.learning_rate, best["overrides"]["optimizer.learning_rate"])
+    assert values.config.training.num_train_steps == 60  # the full run, not the trial's budget
+
+
+def test_write_repair_appends_one_section_and_json(tmp_path):
+    (tmp_path / "diagnostics").mkdir()
+    (tmp_path / "diagnostics" / "report.md").write_text("# Report\n\nfindings\n")
+    trials = (repair.Trial("lr_too_high-1", {"optimizer.learning_rate": 0.1}, ("lr_too_high",), (), 0.5, 0.8, True),
+              repair.Trial("baseline", {}, (), ("lr_too_high",), 2.0, 0.3))
+    result = repair.RepairResult(str(tmp_path), "eval_accuracy", 40, ("lr_too_high",), trials,
+                                 repair.rerun_command(str(tmp_path), trials[0].overrides))
+    repair.write_repair(result)
+    repair.write_repair(result)  # a second repair replaces the section
+    report = (tmp_path / "diagnostics" / "report.md").read_text()
+    assert report.startswith("# Report\n\nfindings\n") and report.count("## Verified repair") == 1
+    row = "| 1 | lr_too_high-1 | --config.optimizer.learning_rate=0.1 | none | 0.5 | 0.8000 | +0.5000 | yes |"
+    assert row in report
+    saved = json.loads((tmp_path / "diagnostics" / "repair.json").read_text())
+    assert saved["best"] == "lr_too_high-1" and saved["command"].endswith("--config.optimizer.learning_rate=0.1")
+    assert [t["name"] for t in saved["trials"]] == ["lr_too_high-1", "baseline"]
+
+
+def test_auto_repair_is_off_by_default(tmp_path):
+    config = test_config.get_config()
+    assert repair.auto_repair(config, str(tmp_path / "never_read")) is None

@@ -1,0 +1,104 @@
+"""The fault-zoo benchmark's catalog (benchmarks/zoo_variants.py): coverage of the diagnostics catalog, families,
+datasets and healthy runs, and the scikit-learn digits image folders its data faults are made of."""
+
+import collections
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from benchmarks.fault_zoo import summarize
+from benchmarks.zoo_variants import FAMILIES, Context, build_run, variants, write_digits_folder
+from visioncore_jax.diagnostics.rules import RULES
+from visioncore_jax.tools.preflight import CHECKS
+
+
+def test_every_catalog_id_has_three_variants_in_both_halves():
+    counts = collections.Counter(v.expected for v in variants() if v.expected)
+    assert set(counts) == set(RULES) | set(CHECKS)
+    assert min(counts.values()) >= 3
+    for finding_id in counts:
+        halves = {v.half for v in variants() if v.expected == finding_id}
+        assert halves == {"calibration", "held_out"}, finding_id
+
+
+def test_families_datasets_and_healthy_runs():
+    all_variants = variants()
+    assert set(FAMILIES) <= {v.family for v in all_variants}
+    assert {"shapes", "digits", "clips", "masks"} <= {v.dataset for v in all_variants}
+    healthy = [v for v in all_variants if v.expected is None and v.kind == "run"]
+    assert len(healthy) >= 12
+    optimizers = {v.overrides.get("optimizer.name", "adamw") for v in healthy}
+    schedules = {v.overrides.get("schedule.name", "warmup_cosine") for v in healthy}
+    assert {"sgd", "adam", "adamw", "lamb"} <= optimizers
+    assert {"warmup_cosine", "onecycle", "cosine_restarts", "exponential"} <= schedules
+    assert any(v.overrides.get("optimizer.nesterov") for v in healthy)
+    assert len({v.name for v in all_variants}) == len(all_variants)
+
+
+def test_config_route_variants_build_valid_configs(tmp_path):
+    ctx = Context(str(tmp_path))
+    for variant in variants():
+        if variant.api is None and variant.dataset != "digits":
+            config, api = build_run(variant, ctx)
+            assert api == {} and config.training.num_train_steps > 0, variant.name
+            for key, value in variant.overrides.items():
+                node = config
+                for part in key.split("."):
+                    node = node[part]
+                assert node == value, (variant.name, key)
+
+
+def _folder_counts(root, split):
+    directory = os.path.join(root, split)
+    return {int(c): len(os.listdir(os.path.join(directory, c))) for c in os.listdir(directory)}
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("digits"))
+
+
+def test_digits_folder_clean_is_a_stratified_split_of_all_1797_images(digits_root):
+    root = os.path.join(digits_root, "clean")
+    write_digits_folder(root, "clean")
+    train, test = _folder_counts(root, "train"), _folder_counts(root, "test")
+    assert sorted(train) == sorted(test) == list(range(10))
+    assert sum(train.values()) + sum(test.values()) == 1797
+    for k in range(10):
+        assert test[k] / (train[k] + test[k]) == pytest.approx(0.2, abs=0.01)
+    image = np.asarray(Image.open(os.path.join(root, "train", "3", os.listdir(os.path.join(root, "train", "3"))[0])))
+    assert image.shape == (32, 32, 3) and image.max() > 200
+
+
+@pytest.mark.parametrize("variant", ["skewed", "missing", "shuffled"])
+def test_digits_folder_faults(digits_root, variant):
+    root = os.path.join(digits_root, variant)
+    write_digits_folder(root, variant)
+    train, test = _folder_counts(root, "train"), _folder_counts(root, "test")
+    assert sorted(test) == list(range(10))
+    if variant == "skewed":
+        assert train[0] / sum(train.values()) > 0.6
+    elif variant == "missing":
+        assert sorted(train) == list(range(7))
+    else:
+        truth = load_digits().target
+        filed = [(int(c), int(name[:-4])) for c in map(str, range(10))
+                 for name in os.listdir(os.path.join(root, "train", c))]
+        assert np.mean([truth[i] == c for c, i in filed]) < 0.2  # ~10% by chance
+
+
+def test_summary_counts_each_half_and_false_alarms():
+    rows = [
+        {"name": "a/0", "expected": "nonfinite", "kind": "run", "half": "calibration", "flagged": ["nonfinite:error"],
+         "top1": True, "top3": True, "wall_s": 10.0},
+        {"name": "a/1", "expected": "nonfinite", "kind": "run", "half": "held_out",
+         "flagged": ["dead_units:warning", "nonfinite:error"], "top1": False, "top3": True, "wall_s": 10.0},
+        {"name": "h/0", "expected": None, "kind": "run", "half": "calibration", "flagged": ["overfitting:warning"],
+         "metric": 0.9, "wall_s": 20.0},
+    ]
+    text = summarize(rows)
+    assert "| `nonfinite` | run | 1/1 | 1/1 | 0/1 | 1/1 | dead_units:warning |" in text
+    assert "False alarms: 1 of 1 healthy runs." in text

@@ -1,0 +1,273 @@
+"""Verified repair (`python main.py --mode=repair --workdir=W`): short trials of the run's own config from its
+initial state (same seed), the baseline and each top finding's candidate overrides (alone, and combined for
+independent findings); each trial is analysed by the same rules. A fix is *verified* when its trial has no
+warning or error left and beats the baseline trial on the run's metric.
+
+Outputs: a ranked table (printed), `W/diagnostics/repair.json`, a section of `W/diagnostics/report.md`, and the
+command that reruns the run with the best verified fix.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+
+import ml_collections
+
+from visioncore_jax import diagnostics
+from visioncore_jax.tools.lr_find import lr_range_test
+from visioncore_jax.tools.overrides import apply_overrides, load_run_config, override_flags, parse_overrides
+from visioncore_jax.train import train_and_evaluate
+from visioncore_jax.train.experiment import build_experiment
+
+# Default budget (config.diagnostics.repair_steps = -1): a quarter of the run, at least MIN_BUDGET steps, never
+# more than the run itself.
+BUDGET_FRACTION, MIN_BUDGET = 0.25, 40
+# Records (evaluations) each trial writes: enough for the rules' trend tests.
+TRIAL_RECORDS = 4
+# Candidates: the MAX_FINDINGS most severe warning/error findings, the first MAX_PER_FINDING overrides of each.
+MAX_FINDINGS, MAX_PER_FINDING = 3, 2
+# Findings about the LR also get the LR range test's suggestion as a candidate (their own advice may be a
+# fixed factor that is not enough).
+LR_FINDINGS = ("nonfinite", "lr_too_high", "lr_too_low", "loss_plateau")
+# "Better than the baseline": the metric gain a verified fix needs (absolute, accuracy / Dice in [0, 1]).
+MIN_GAIN = 0.005
+SECTION = "## Verified repair"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One short run: its overrides, the findings (warning/error ids) left, and the loss / metric at the end."""
+
+    name: str
+    overrides: dict
+    addresses: tuple[str, ...]  # the finding ids whose advice the overrides are
+    findings_left: tuple[str, ...] = ()
+    loss: float = math.nan
+    metric: float = math.nan
+    verified: bool = False
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairResult:
+    """The repair of one run: the trials, best first (the baseline included), and the rerun command."""
+
+    workdir: str
+    metric: str
+    budget: int
+    findings: tuple[str, ...]  # the run's warning/error ids, most severe first
+    trials: tuple[Trial, ...]
+    command: str | None  # rerun with the best verified fix; None when no fix was verified
+
+    @property
+    def baseline(self) -> Trial:
+        """The trial without overrides."""
+        return next(t for t in self.trials if t.name == "baseline")
+
+    @property
+    def best(self) -> Trial | None:
+        """The best verified trial, if any."""
+        return next((t for t in self.trials if t.verified), None)
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable dict (also the content of repair.json)."""
+        return {"workdir": self.workdir, "metric": self.metric, "budget": self.budget,
+                "findings": list(self.findings), "baseline": self.baseline.name,
+                "best": self.best.name if self.best else None, "command": self.command,
+                "trials": [dataclasses.asdict(t) for t in self.trials]}
+
+
+def repair_budget(config: ml_collections.ConfigDict, run_steps: int) -> int:
+    """Train steps of each trial: `config.diagnostics.repair_steps`, or with -1 a quarter of the run (at least
+    MIN_BUDGET steps, at most the run)."""
+    steps = int(config.diagnostics.get("repair_steps", -1))
+    if steps > 0:
+        return steps
+    return min(run_steps, max(MIN_BUDGET, math.ceil(BUDGET_FRACTION * run_steps)))
+
+
+def metric_name(run) -> str:
+    """The run's headline metric: eval_mean_dice for segmentation, eval_accuracy otherwise."""
+    return "eval_mean_dice" if run.eval and run.eval[-1].get("task") == "segmentation" else "eval_accuracy"
+
+
+def trial_config(config: ml_collections.ConfigDict, budget: int, steps_per_epoch: int) -> ml_collections.ConfigDict:
+    """`config` shortened to `budget` steps with TRIAL_RECORDS evaluations, without early stopping, report plots
+    or a repair of its own."""
+    period = max(1, budget // TRIAL_RECORDS)
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.training.update(num_epochs=-1, num_train_steps=budget, eval_every_epochs=period / steps_per_epoch,
+                           log_every_steps=min(int(config.training.log_every_steps), period),
+                           checkpoint_every_steps=max(budget, 1))
+    config.diagnostics.report = False
+    config.early_stopping.enabled = False  # every trial is compared at the budget
+    if "auto_repair" in config.diagnostics:
+        config.diagnostics.auto_repair = False
+    return config
+
+
+def _severe(findings) -> list:
+    return [f for f in findings if f.severity != "info"]
+
+
+def candidates(findings, config: ml_collections.ConfigDict) -> list[tuple[str, dict, tuple[str, ...]]]:
+    """(name, overrides, finding ids) of the trials to run besides the baseline: each top finding's first
+    overrides alone, the LR range test's LR for LR findings, and the first overrides of all independent
+    findings (no field in common) together. Recommendations that are not overrides are skipped."""
+    out, seen = [], set()
+
+    def add(name, overrides, ids):
+        key = tuple(sorted((k, repr(v)) for k, v in overrides.items()))
+        if overrides and key not in seen:
+            seen.add(key)
+            out.append((name, overrides, ids))
+
+    firsts, lr_tested = [], False
+    for finding in _severe(findings)[:MAX_FINDINGS]:
+        parsed = []
+        for recommendation in finding.recommendations:
+            try:
+                parsed.append(parse_overrides(recommendation))
+            except ValueError:
+                continue
+        for index, overrides in enumerate(parsed[:MAX_PER_FINDING], start=1):
+            add(f"{finding.id}-{index}", overrides, (finding.id,))
+        if parsed:
+            firsts.append((finding.id, parsed[0]))
+        if finding.id in LR_FINDINGS and not lr_tested:  # one LR range test per repair
+            lr_tested, suggestion = True, _lr_suggestion(config)
+            if suggestion is not None:
+                add(f"{finding.id}-lr_find", {"optimizer.learning_rate": suggestion}, (finding.id,))
+    independent, fields = [], set()
+    for finding_id, overrides in firsts:
+        if not fields & set(overrides):
+            independent.append((finding_id, overrides))
+            fields |= set(overrides)
+    if len(independent) > 1:
+        add("combined", {k: v for _, o in independent for k, v in o.items()}, tuple(i for i, _ in independent))
+    return out
+
+
+def _lr_suggestion(config: ml_collections.ConfigDict) -> float | None:
+    """The LR range test's suggestion for `config` (rounded to 2 significant digits), None when it fails."""
+    try:
+        result = lr_range_test(build_experiment(config))
+    except Exception as error:  # the repair goes on with the findings' own advice
+        logging.warning("Repair: the LR range test failed (%s: %s).", type(error).__name__, error)
+        return None
+    return float(f"{result.suggestion:.2g}") if math.isfinite(result.suggestion) and result.suggestion > 0 else None
+
+
+def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overrides: dict,
+              addresses: tuple[str, ...], metric: str) -> Trial:
+    """Trains `config` with `overrides` into `workdir` (from scratch) and analyses it."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        state = train_and_evaluate(apply_overrides(config, overrides), workdir)
+        if int(state.step) < config.training.num_train_steps:  # the loop stopped on SIGTERM: so does the repair
+            raise KeyboardInterrupt(f"Repair stopped during trial {name}; rerun --mode=repair to start again.")
+        findings = diagnostics.analyze(workdir)
+        run = diagnostics.load_records(workdir)
+    except Exception as error:  # a candidate that crashes is a failed trial, not a failed repair
+        logging.warning("Repair trial %s failed: %s: %s", name, type(error).__name__, error)
+        return Trial(name, overrides, addresses, error=f"{type(error).__name__}: {str(error)[:300]}")
+    last_train, last_eval = (run.train[-1] if run.train else {}), (run.eval[-1] if run.eval else {})
+    loss = last_train.get("scalars", {}).get("loss", {}).get("mean", math.nan)
+    value = last_eval.get("mean_dice" if metric == "eval_mean_dice" else "accuracy", math.nan)
+    return Trial(name, overrides, addresses, tuple(f.id for f in _severe(findings)),
+                 _finite(loss), _finite(value))
+
+
+def _finite(value) -> float:
+    value = float(value) if value is not None else math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def rank_trials(trials: list[Trial], baseline: Trial) -> list[Trial]:
+    """Marks verified trials and sorts: verified first, then fewer findings left, higher metric, lower loss."""
+    floor = baseline.metric if math.isfinite(baseline.metric) else -math.inf
+    marked = [dataclasses.replace(t, verified=t.name != "baseline" and t.error is None and not t.findings_left
+                                  and math.isfinite(t.metric) and t.metric >= floor + MIN_GAIN) for t in trials]
+
+    def key(t: Trial):
+        return (not t.verified, t.error is not None, len(t.findings_left),
+                -(t.metric if math.isfinite(t.metric) else -1.0), t.loss if math.isfinite(t.loss) else math.inf)
+
+    return sorted(marked, key=key)
+
+
+def rerun_command(workdir: str, overrides: dict) -> str:
+    """The command that reruns the run of `workdir` (its config.json) with `overrides`, into a new workdir."""
+    target = workdir.rstrip("/") + "_repaired"
+    return (f"python main.py --workdir={shlex.quote(target)} "
+            f"--config={shlex.quote('configs/workdir.py:' + workdir)} {override_flags(overrides)}")
+
+
+def repair(workdir: str) -> RepairResult:
+    """Runs the trials for the run in `workdir` and writes repair.json and the report section."""
+    config = load_run_config(workdir)
+    run = diagnostics.load_records(workdir)
+    if not run.train:
+        raise ValueError(f"{workdir!r} has no train records yet; repair needs at least one evaluation.")
+    findings = diagnostics.analyze(workdir, write=False)
+    run_steps, steps_per_epoch = int(run.train[-1]["num_train_steps"]), int(run.train[-1]["steps_per_epoch"])
+    budget, metric = repair_budget(config, run_steps), metric_name(run)
+    base = trial_config(config, budget, steps_per_epoch)
+    directory = os.path.join(workdir, "diagnostics", "repair")
+    plan = [("baseline", {}, ())] + candidates(findings, base)
+    logging.info("Repair of %s: %d trials of %d steps.", workdir, len(plan), budget)
+    trials = [run_trial(base, os.path.join(directory, name), name, overrides, ids, metric)
+              for name, overrides, ids in plan]
+    ranked = rank_trials(trials, trials[0])
+    best = next((t for t in ranked if t.verified), None)
+    result = RepairResult(workdir, metric, budget, tuple(f.id for f in _severe(findings)), tuple(ranked),
+                          rerun_command(workdir, best.overrides) if best else None)
+    write_repair(result)
+    return result
+
+
+def format_repair(result: RepairResult) -> str:
+    """The ranked trials as a markdown table, and the rerun command (or why there is none)."""
+    base = result.baseline
+    lines = [f"Trials of {result.budget} steps from the run's initial state; run findings: "
+             f"{', '.join(result.findings) or 'none'}; metric {result.metric}.", "",
+             f"| rank | trial | overrides | findings left | loss | {result.metric} | vs baseline | verified |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rank, t in enumerate(result.trials, start=1):
+        left = t.error or (", ".join(t.findings_left) or "none")
+        delta = f"{t.metric - base.metric:+.4f}" if t.name != "baseline" else "baseline"
+        lines.append(f"| {rank} | {t.name} | {override_flags(t.overrides) or '(none)'} | {left} | {t.loss:.4g} | "
+                     f"{t.metric:.4f} | {delta} | {'yes' if t.verified else 'no'} |")
+    lines.append("")
+    lines.append(f"Rerun with the best verified fix:\n\n    {result.command}" if result.command else
+                 "No verified fix: no trial removed every warning and error while beating the baseline's "
+                 f"{result.metric}.")
+    return "\n".join(lines)
+
+
+def write_repair(result: RepairResult) -> None:
+    """Writes `diagnostics/repair.json` and replaces (or appends) the repair section of `report.md`."""
+    directory = os.path.join(result.workdir, "diagnostics")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "repair.json"), "w") as f:
+        json.dump(result.to_json(), f, indent=2)
+    path = os.path.join(directory, "report.md")
+    text = open(path).read() if os.path.exists(path) else ""
+    text = text.split("\n" + SECTION + "\n")[0].rstrip("\n")
+    with open(path, "w") as f:
+        f.write((text + "\n\n" if text else "") + f"{SECTION}\n\n{format_repair(result)}\n")
+
+
+def auto_repair(config: ml_collections.ConfigDict, workdir: str) -> RepairResult | None:
+    """With `config.diagnostics.auto_repair`, repairs a finished run whose findings include an error."""
+    if not config.diagnostics.get("auto_repair", False) or not config.diagnostics.enabled:
+        return None
+    if not any(f.severity == "error" for f in diagnostics.analyze(workdir, write=False)):
+        return None
+    result = repair(workdir)
+    print(format_repair(result))
+    return result
