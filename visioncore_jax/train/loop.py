@@ -115,7 +115,8 @@ class _Diagnostics:
                 peak_learning_rate=float(config.optimizer.learning_rate),
                 grad_clip_norm=float(config.optimizer.grad_clip_norm), lr_scale=float(state.lr_scale),
                 num_classes=experiment.info.num_classes, skipped_steps=int(opt_stats["skipped_steps"]),
-                longest_skip_run=int(opt_stats["longest_skip_run"]), events=self.events)
+                longest_skip_run=int(opt_stats["longest_skip_run"]), events=self.events,
+                optimizer=str(config.optimizer.name))
             self._records.write(record)
             self._write_tensorboard(step, record)
         self._records.write(diagnostics_records.eval_record(
