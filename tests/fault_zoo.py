@@ -130,6 +130,13 @@ class FaultyPipeline:
             yield self._eval_fault(dict(batch)) if self._eval_fault else batch
 
 
+def skewed_labels(batch, index):
+    """95% of the labels replaced by class 0 (a training folder where one class dominates)."""
+    rng = np.random.default_rng(index)
+    batch["label"] = np.where(rng.random(batch["label"].shape) < 0.95, 0, batch["label"]).astype(batch["label"].dtype)
+    return batch
+
+
 def random_labels(batch, index):
     """Labels replaced by random ones (a different draw per batch)."""
     rng = np.random.default_rng(index)

@@ -13,7 +13,7 @@ import pytest
 from configs import default
 from tests.fault_zoo import apply_recommendation, assert_recommendations_apply
 from visioncore_jax.diagnostics import advice, analyzer, rules
-from visioncore_jax.diagnostics.rules import RULES, gradients, lr
+from visioncore_jax.diagnostics.rules import RULES, data, evidence, gradients, lr, numerics, regularization
 from visioncore_jax.diagnostics.schema import FINDINGS_FILE, SCHEMA_VERSION, RunRecords
 
 K = 10
@@ -277,8 +277,14 @@ def test_rules_follow_the_catalog_and_every_one_has_a_fault_a_priority_and_a_doc
     docs = (pathlib.Path(__file__).parents[1] / "docs" / "diagnostics.md").read_text()
     rows = re.findall(r"^\| `(\w+)` \|", docs.split("## Preflight checks")[0], flags=re.MULTILINE)
     assert tuple(rows) == CATALOG
+    modules = (lr, gradients, data, regularization, numerics, evidence)
     for constant in re.findall(r"`([A-Z][A-Z_]+)`", docs.split("## Preflight checks")[0]):
-        assert hasattr(rules, constant), constant
+        assert any(hasattr(module, constant) for module in modules), constant
+    # The table's family, kind and explains columns are the rules' declarations.
+    for row in re.findall(r"^\| `(\w+)` \| ([\w ]+) \| (\w+) \|.*\| ([^|]+) \|$", docs, flags=re.MULTILINE):
+        spec = rules.SPECS[row[0]]
+        assert (row[1], row[2]) == (spec.family, spec.kind), row[0]
+        assert [x.strip() for x in row[3].split(",") if x.strip() != "-"] == list(spec.explains), row[0]
 
 
 @pytest.mark.parametrize("finding_id", CATALOG)
