@@ -9,8 +9,16 @@ import pytest
 
 from configs import seg_cbam
 from configs import test as test_config
-from tests.fault_zoo import (FaultyPipeline, GatedCNN, PlainCNN, TinyDual, assert_recommendations_apply,
-                             random_labels, skewed_labels, zoo_config)
+from tests.fault_zoo import (
+    FaultyPipeline,
+    GatedCNN,
+    PlainCNN,
+    TinyDual,
+    assert_recommendations_apply,
+    random_labels,
+    skewed_labels,
+    zoo_config,
+)
 from visioncore_jax import diagnostics
 from visioncore_jax.data import build_input
 from visioncore_jax.train import train_and_evaluate

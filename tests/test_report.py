@@ -11,8 +11,8 @@ from clu import metric_writers
 from tensorboard.backend.event_processing import event_accumulator
 
 from visioncore_jax.diagnostics import report
-from visioncore_jax.diagnostics.rules import CATALOG
 from visioncore_jax.diagnostics.findings import Finding
+from visioncore_jax.diagnostics.rules import CATALOG
 from visioncore_jax.diagnostics.schema import SCHEMA_VERSION, EvalRecord, TrainRecord
 
 MODULES = ("color/stage1", "brightness/stage1", "head/Dense_0")

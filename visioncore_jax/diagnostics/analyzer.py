@@ -7,9 +7,18 @@ import os
 from visioncore_jax.diagnostics.advice import checked_finding
 from visioncore_jax.diagnostics.findings import Finding
 from visioncore_jax.diagnostics.rules import CATALOG, rank
-from visioncore_jax.diagnostics.schema import (EVAL_FILE, FINDINGS_FILE, SCHEMA_VERSION, TRAIN_FILE, EvalRecord,
-                                               RunRecords, TrainRecord, drop_unoptimized_l2, format_number,
-                                               read_record)
+from visioncore_jax.diagnostics.schema import (
+    EVAL_FILE,
+    FINDINGS_FILE,
+    SCHEMA_VERSION,
+    TRAIN_FILE,
+    EvalRecord,
+    RunRecords,
+    TrainRecord,
+    drop_unoptimized_l2,
+    format_number,
+    read_record,
+)
 
 
 def _read_jsonl(path: str) -> list[TrainRecord | EvalRecord]:

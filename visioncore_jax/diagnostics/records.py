@@ -6,9 +6,18 @@ import os
 
 import numpy as np
 
-from visioncore_jax.diagnostics.schema import (EVAL_FILE, L2_IN_OBJECTIVE, MAX_CONFUSION_CLASSES, TRAIN_FILE,
-                                               EvalRecord, Event, NonFinite, Summary, TrainRecord,
-                                               per_class_recall)
+from visioncore_jax.diagnostics.schema import (
+    EVAL_FILE,
+    L2_IN_OBJECTIVE,
+    MAX_CONFUSION_CLASSES,
+    TRAIN_FILE,
+    EvalRecord,
+    Event,
+    NonFinite,
+    Summary,
+    TrainRecord,
+    per_class_recall,
+)
 
 
 def in_forward_order(paths, order: tuple[str, ...]) -> list[str]:

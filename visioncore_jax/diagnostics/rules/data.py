@@ -1,7 +1,6 @@
 """Data and labels rules: a model no better than chance, and predictions collapsed onto one class. Both are
 symptoms that LR, initialization or regularization causes explain when present; alone, they point at the data."""
 
-import math
 
 import numpy as np
 

@@ -180,7 +180,8 @@ def nonfinite_state(run: RunRecords) -> dict:
                 final_loss=last.scalar("loss").last,
                 last_period_skip_fraction=last.scalar("skipped").mean,
                 final_eval_loss=run.eval[-1].loss if run.eval else None,
-                first_nonfinite_step=first.step if first else None, first_nonfinite_module=first.module if first else None)
+                first_nonfinite_step=first.step if first else None,
+                first_nonfinite_module=first.module if first else None)
 
 
 # nonfinite: more than this share of steps skipped, the loss still non-finite at the end, or a NaN rollback (10
