@@ -122,13 +122,16 @@ def exploding_gradients(run: RunRecords) -> list[Finding]:
         steps=ev.steps_of(run.train[:1]) if at_start else ev.steps_of(run.train))]
 
 
+def _above(run: RunRecords, field: str, stat: str, threshold: float) -> tuple[dict[str, float], int]:
+    """({path: mean of `stat`} of the last record's `field` entries above `threshold`, number of entries)."""
+    entries = getattr(run.train[-1], field) if run.train else {}
+    values = {path: s[stat].mean for path, s in entries.items() if stat in s}
+    return {path: v for path, v in values.items() if v > threshold}, len(entries)
+
+
 def dead_units(run: RunRecords) -> list[Finding]:
     """Blocks whose ReLU outputs are zero for most entries over the last record period."""
-    if not run.train:
-        return []
-    activations = run.train[-1].activations
-    dead = {b: s["zero_fraction"].mean for b, s in activations.items() if "zero_fraction" in s}
-    dead = {b: v for b, v in dead.items() if v > DEAD_FRACTION}
+    dead, blocks = _above(run, "activations", "zero_fraction", DEAD_FRACTION)
     if not dead:
         return []
     worst = max(dead, key=dead.get)
@@ -141,7 +144,7 @@ def dead_units(run: RunRecords) -> list[Finding]:
              if from_init else "died during training, usually after a divergence pushed pre-activations negative")
     return [Finding(
         "dead_units", "error" if from_init else "warning",
-        f"{len(dead)} of {len(activations)} blocks output zero for more than {DEAD_FRACTION:.0%} of their entries "
+        f"{len(dead)} of {blocks} blocks output zero for more than {DEAD_FRACTION:.0%} of their entries "
         f"(worst: {worst}, {dead[worst]:.1%}).",
         f"Most ReLU units in these blocks never activate, so they pass no gradient and learn nothing. They {cause}.",
         {"zero_fraction": dead, "dead_from_first_record": from_init},
@@ -151,11 +154,7 @@ def dead_units(run: RunRecords) -> list[Finding]:
 
 def saturated_gates(run: RunRecords) -> list[Finding]:
     """Sigmoid/tanh gates pinned near 0/1; recommends only the stabilizers the config does not have yet."""
-    if not run.train:
-        return []
-    gates = run.train[-1].gates
-    saturated = {g: s["saturated_fraction"].mean for g, s in gates.items() if "saturated_fraction" in s}
-    saturated = {g: v for g, v in saturated.items() if v > SATURATED_FRACTION}
+    saturated, gates = _above(run, "gates", "saturated_fraction", SATURATED_FRACTION)
     if not saturated:
         return []
     worst = max(saturated, key=saturated.get)
@@ -167,7 +166,7 @@ def saturated_gates(run: RunRecords) -> list[Finding]:
             fixes += (ev.override("model.gru.hidden_clamp", GRU_HIDDEN_CLAMP),)
     return [Finding(
         "saturated_gates", "warning",
-        f"{len(saturated)} of {len(gates)} gates are saturated on more than {SATURATED_FRACTION:.0%} of their "
+        f"{len(saturated)} of {gates} gates are saturated on more than {SATURATED_FRACTION:.0%} of their "
         f"entries (worst: {worst}, {saturated[worst]:.1%}).",
         "Gates stuck at 0 or 1 have zero gradient: the recurrent or attention mechanism stops adapting. Large gate "
         "weights at initialization, unnormalized gate inputs or an unbounded hidden state are the usual cause.",
