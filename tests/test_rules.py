@@ -598,6 +598,9 @@ def test_dead_units_from_initialization_outrank_the_parameters_they_starve():
     assert ids(findings) == ["dead_units"], analyzer.format_findings(findings)
     assert findings[0].recommendations == ("--mode=preflight",)
     assert {"params_not_updating", "chance_level"} <= set(findings[0].evidence["explains"])
+    # Nothing moves because nothing passes gradient: the tiny updates are no LR problem.
+    findings = analyze(make_run(zero_fraction=0.999, loss=2.31, accuracy=0.1, eval_accuracy=0.1, update_ratio=1e-7))
+    assert ids(findings) == ["dead_units"] and "lr_too_low" in findings[0].evidence["explains"]
 
 
 @pytest.mark.parametrize("steps", [6, 40])

@@ -284,6 +284,8 @@ RULES = (
     Rule("params_not_updating", params_not_updating, FAMILY, "cause", ("pathway_imbalance",)),
     Rule("pathway_imbalance", pathway_imbalance, FAMILY, "cause"),
     Rule("clipping_dominates", clipping_dominates, FAMILY, "cause", ("chance_level", "one_class_collapse")),
-    Rule("dead_units", dead_units, FAMILY, "symptom", ("params_not_updating", "chance_level", "one_class_collapse")),
+    # Units dead from the initialization pass no gradient: the weights do not move, whatever the LR.
+    Rule("dead_units", dead_units, FAMILY, "symptom",
+         ("params_not_updating", "lr_too_low", "chance_level", "one_class_collapse")),
     Rule("saturated_gates", saturated_gates, FAMILY, "symptom", ("chance_level", "one_class_collapse")),
 )

@@ -243,7 +243,7 @@ SYMPTOMS_OF_A_BAD_LR = ("nonfinite", "nan_skips", "dead_units", "saturated_gates
                         "chance_level", "loss_plateau")
 RULES = (
     Rule("lr_too_high", lr_too_high, FAMILY, "cause", SYMPTOMS_OF_A_BAD_LR),
-    Rule("lr_too_low", lr_too_low, FAMILY, "cause", ("chance_level", "one_class_collapse", "dead_units")),
+    Rule("lr_too_low", lr_too_low, FAMILY, "cause", ("chance_level", "one_class_collapse")),
     Rule("lr_decayed_too_early", lr_decayed_too_early, FAMILY, "cause", ("loss_plateau",)),
     Rule("lr_schedule_exhausted", lr_schedule_exhausted, FAMILY, "cause",
          ("loss_plateau", "chance_level", "one_class_collapse")),
