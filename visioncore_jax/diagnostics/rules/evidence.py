@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from visioncore_jax.diagnostics.schema import RunRecords, TrainRecord
+from visioncore_jax.diagnostics.schema import RunRecords, TrainRecord, format_number
 
 # A healthy update moves the weights by about 1e-3 of their norm per step (the rule of thumb the update-ratio
 # band of the report shows); an LR suggested from an observed ratio aims there. Adam-family updates scale
@@ -77,8 +77,8 @@ def override(key: str, value) -> str:
 
 
 def fmt(value: float) -> str:
-    """A number as a config override value (3 significant digits)."""
-    return f"{value:.3g}"
+    """A number as a config override value (3 significant digits, the schema's one number formatter)."""
+    return format_number(float(value), 3)
 
 
 def num_classes(run: RunRecords) -> int:
