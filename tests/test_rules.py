@@ -649,3 +649,12 @@ def test_version_1_records_are_converted_and_other_versions_refused(tmp_path):
     records = analyzer.load_records(str(tmp_path))
     assert records.train[0].scalar("loss").mean == run.train[0].scalar("loss").mean
     assert "reg_loss" not in records.train[0].scalars  # AdamW's decay is decoupled: no loss term
+
+
+def test_lr_too_high_without_evidence_of_a_smaller_lr_asks_for_the_range_test():
+    # The loss climbed in the first period, but the update ratios are modest and no period was stable: no LR in
+    # the records to recommend, so the advice is the LR range test, never a guessed factor.
+    run = make_run(loss=[6.0] + list(np.linspace(5.0, 4.0, 9)), update_ratio=5e-4,
+                   patch=lambda train, evals: train[0]["scalars"]["loss"].update(first=2.3, max=9.0))
+    top = analyze(run)[0]
+    assert top.id == "lr_too_high" and top.recommendations == ("--mode=lr_find",)

@@ -97,6 +97,8 @@ def lr_too_high(run: RunRecords) -> list[Finding]:
     suggestion = stable if stable <= STABLE_LR_SHARE * lr else ev.lr_for_ratio(run, ratio, applied)
     source = ("the largest LR whose period kept the loss near its start" if stable <= STABLE_LR_SHARE * lr
               else f"the LR that moves weights by {ev.TARGET_UPDATE_RATIO:g} per step")
+    if not suggestion < lr:  # the evidence names no smaller LR: measure one rather than guess a factor
+        suggestion, source = math.nan, "not in the records"
     recommendations = ev.lr_override(run, suggestion) + ("--mode=lr_find",)
     if not run.train[-1].grad_clip_norm > 0:
         recommendations += (ev.override("optimizer.grad_clip_norm", 1.0),)
