@@ -270,13 +270,16 @@ def _run_variants() -> list[tuple]:
         ("chance_level", "dual_resnet", "shapes", "extreme", dict(api=_pipeline(random_labels))),
         ("chance_level", "vc_resnet", "shapes", "extreme", dict(api=_pipeline(random_labels))),
         ("chance_level", "dual_resnet", "digits", "extreme", dict(digits="shuffled")),
-        # one_class_collapse: a skewed training folder, or a head biased to one class.
+        # one_class_collapse: a skewed training folder (the data cause).
         ("one_class_collapse", "resnet", "digits", "extreme", dict(digits="skewed")),
-        ("one_class_collapse", "plain_cnn", "shapes", "extreme", dict(overrides={"optimizer.learning_rate": 1e-4},
-         api=_model(lambda: PlainCNN(output_bias=(20.0,) + (0.0,) * 9)))),
         ("one_class_collapse", "dual_resnet", "digits", "extreme", dict(digits="skewed")),
-        ("one_class_collapse", "plain_cnn", "digits", "moderate", dict(overrides={"optimizer.learning_rate":
+        ("one_class_collapse", "plain_cnn", "digits", "extreme", dict(digits="skewed")),
+        # initial_loss_high: a head biased to one class, or logits scaled up at initialisation (an absurd start).
+        ("initial_loss_high", "plain_cnn", "shapes", "extreme", dict(overrides={"optimizer.learning_rate": 1e-4},
+         api=_model(lambda: PlainCNN(output_bias=(20.0,) + (0.0,) * 9)))),
+        ("initial_loss_high", "plain_cnn", "digits", "moderate", dict(overrides={"optimizer.learning_rate":
          1e-4}, api=_model(lambda: PlainCNN(output_bias=(10.0,) + (0.0,) * 9)))),
+        ("initial_loss_high", "plain_cnn", "shapes", "moderate", dict(api=_model(lambda: PlainCNN(logit_scale=30.0)))),
         # vanishing_gradients: deep plain sigmoid nets.
         ("vanishing_gradients", "plain_cnn", "shapes", "extreme", dict(api=_model(
             lambda: PlainCNN(depth=12, activation="sigmoid")))),

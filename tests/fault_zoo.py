@@ -130,8 +130,52 @@ class FaultyPipeline:
             yield self._eval_fault(dict(batch)) if self._eval_fault else batch
 
 
+def skewed_labels(batch, index):
+    """95% of the labels replaced by class 0 (a training folder where one class dominates)."""
+    rng = np.random.default_rng(index)
+    batch["label"] = np.where(rng.random(batch["label"].shape) < 0.95, 0, batch["label"]).astype(batch["label"].dtype)
+    return batch
+
+
 def random_labels(batch, index):
     """Labels replaced by random ones (a different draw per batch)."""
     rng = np.random.default_rng(index)
     batch["label"] = rng.integers(0, 10, batch["label"].shape).astype(batch["label"].dtype)
     return batch
+
+
+def apply_recommendation(config: dict, recommendation: str):
+    """The run's config (config.json's nested dict) with `recommendation`'s `--config.*` overrides applied the
+    way main.py applies them (ml_collections config flags on a locked config: an unknown key or a value of the
+    wrong type raises); returns (before, after) as ConfigDicts. `--mode=` flags are left out."""
+    import shlex
+
+    import ml_collections
+    from absl import flags
+    from ml_collections import config_flags
+
+    def as_python(value):  # config.json writes the config's tuples as lists
+        if isinstance(value, dict):
+            return {k: as_python(v) for k, v in value.items()}
+        return tuple(as_python(v) for v in value) if isinstance(value, list) else value
+
+    config = as_python(config)
+    before = ml_collections.ConfigDict(config)
+    flag_values = flags.FlagValues()
+    argv = ["main.py", *(flag for flag in shlex.split(recommendation) if flag.startswith("--config."))]
+    config_flags.DEFINE_config_dict("config", ml_collections.ConfigDict(config), flag_values=flag_values,
+                                    lock_config=True, sys_argv=argv)
+    flag_values(argv)
+    return before, flag_values.config
+
+
+def assert_recommendations_apply(findings, config: dict):
+    """Every recommendation of every finding applies to the run's config and changes it."""
+    for finding in findings:
+        for recommendation in finding.recommendations:
+            before, after = apply_recommendation(config, recommendation)
+            if "--config." in recommendation:
+                assert before.to_dict() != after.to_dict(), f"{finding.id}: {recommendation} changes nothing"
+            for flag in recommendation.split():
+                if flag.startswith("--mode="):
+                    assert flag.removeprefix("--mode=") in ("preflight", "lr_find", "diagnose", "repair"), flag

@@ -12,6 +12,7 @@ from flax import traverse_util
 from tests.conftest import read_scalars
 from tests.fault_zoo import TinyDual, zoo_config
 from visioncore_jax import diagnostics
+from visioncore_jax.diagnostics.schema import SCHEMA_VERSION
 from visioncore_jax.models.layers import DIAGNOSTICS
 from visioncore_jax.train import train_and_evaluate
 from visioncore_jax.train.statistics import accumulate, empty_summary, module_of, step_statistics
@@ -101,7 +102,7 @@ def test_records_statistics_switch_and_resume_truncation(tfds_data_dir, tmp_path
     config.schedule.name = "constant"  # the run is cut short below: its LR must not depend on the run length
     train_and_evaluate(config, str(tmp_path / "full"))
     full = read_jsonl(tmp_path / "full" / "diagnostics" / "train.jsonl")
-    assert [r["step"] for r in full] == [4, 8, 12] and all(r["schema_version"] == 1 for r in full)
+    assert [r["step"] for r in full] == [4, 8, 12] and all(r["schema_version"] == SCHEMA_VERSION for r in full)
     assert [r["num_steps"] for r in full] == [4, 4, 4]
     record = full[0]
     assert list(record["modules"])[:2] == ["color/stem_conv", "color/stem_bn"]  # forward order
@@ -110,6 +111,10 @@ def test_records_statistics_switch_and_resume_truncation(tfds_data_dir, tmp_path
     scalars = read_scalars(str(tmp_path / "full"))
     np.testing.assert_allclose(scalars["diagnostics/grad_norm/head"][0][1], record["modules"]["head"]["grad_norm"]
                                ["mean"], rtol=1e-6)
+    # The record's loss is the data loss TensorBoard shows (log window = record period); AdamW's decoupled decay
+    # is no loss term, so no L2 term is recorded.
+    np.testing.assert_allclose(scalars["train_loss"][0][1], record["scalars"]["loss"]["mean"], rtol=1e-5)
+    assert "reg_loss" not in record["scalars"] and record["optimizer"] == "adamw"
     evals = read_jsonl(tmp_path / "full" / "diagnostics" / "eval.jsonl")
     assert len(evals) == 3 and np.asarray(evals[-1]["confusion"]).sum() == 256  # eval split test[:256]
     assert evals[-1]["per_class_accuracy"][0] == pytest.approx(

@@ -1,11 +1,24 @@
 """The fault zoo: every finding of the diagnostics catalog, triggered by its fault in a small run on the embedded
-data through the public API, must be the top-severity finding; healthy runs must produce no warning."""
+data through the public API, must be the top-severity finding (a cause above the symptoms it explains); healthy
+runs must produce no warning; every recommendation of every run applies to its config.json and changes it."""
+
+import json
 
 import numpy as np
 import pytest
 
 from configs import seg_cbam
-from tests.fault_zoo import FaultyPipeline, GatedCNN, PlainCNN, TinyDual, random_labels, zoo_config
+from configs import test as test_config
+from tests.fault_zoo import (
+    FaultyPipeline,
+    GatedCNN,
+    PlainCNN,
+    TinyDual,
+    assert_recommendations_apply,
+    random_labels,
+    skewed_labels,
+    zoo_config,
+)
 from visioncore_jax import diagnostics
 from visioncore_jax.data import build_input
 from visioncore_jax.train import train_and_evaluate
@@ -16,7 +29,9 @@ pytestmark = pytest.mark.slow
 def findings_of(config, workdir, **overrides):
     """Trains `config` (with `model=` / `pipeline=` overrides) and returns the analyzer's findings."""
     train_and_evaluate(config, str(workdir), **overrides)
-    return diagnostics.analyze(str(workdir))
+    findings = diagnostics.analyze(str(workdir))
+    assert_recommendations_apply(findings, json.loads((workdir / "config.json").read_text()))
+    return findings
 
 
 def assert_top(findings, expected):
@@ -67,10 +82,29 @@ def test_healthy_cbam_unet_segmentation(tfds_data_dir, tmp_path):
 
 # ---- One fault each. ----
 
-def test_nonfinite_sgd_lr_50_without_clipping(config, pipeline, tmp_path):
+def test_healthy_six_step_test_config_claims_nothing(tfds_data_dir, tmp_path):
+    config = test_config.get_config()  # 6 steps: too short to claim the model cannot learn
+    config.data.data_dir = tfds_data_dir
+    config.diagnostics.report = False
+    assert_healthy(findings_of(config, tmp_path))
+
+
+def test_nonfinite_nan_pixels_from_step_20(config, pipeline, tmp_path):
+    def poison(batch, index):
+        if index >= 20:
+            batch["color"] = np.full_like(batch["color"], np.nan)
+        return batch
+
+    config.nan_recovery.enabled = False
+    assert_top(findings_of(config, tmp_path, pipeline=FaultyPipeline(pipeline, train_fault=poison)), "nonfinite")
+
+
+def test_lr_too_high_sgd_lr_50_diverges(config, pipeline, tmp_path):
     config.optimizer.update(name="sgd", learning_rate=50.0, grad_clip_norm=0.0)
     config.nan_recovery.enabled = False
-    assert_top(findings_of(config, tmp_path, pipeline=pipeline), "nonfinite")
+    findings = findings_of(config, tmp_path, pipeline=pipeline)
+    assert_top(findings, "lr_too_high")
+    assert "nonfinite" in findings[0].evidence.get("explains", []), diagnostics.format_findings(findings)
 
 
 def test_lr_too_high_adam_lr_0_1(config, pipeline, tmp_path):
@@ -102,10 +136,19 @@ def test_chance_level_random_labels(config, pipeline, tmp_path):
     assert_top(findings_of(config, tmp_path, pipeline=faulty), "chance_level")
 
 
-def test_one_class_collapse_output_bias_20(config, pipeline, tmp_path):
+def test_initial_loss_high_output_bias_20_explains_the_collapse(config, pipeline, tmp_path):
     config.optimizer.learning_rate = 1e-4  # at 1e-2 the head's kernel unlearns the bias within 20 steps
     model = PlainCNN(output_bias=(20.0,) + (0.0,) * 9)
-    assert_top(findings_of(config, tmp_path, model=model, pipeline=pipeline), "one_class_collapse")
+    findings = findings_of(config, tmp_path, model=model, pipeline=pipeline)
+    assert_top(findings, "initial_loss_high")
+    assert findings[0].recommendations[0] == "--mode=preflight"
+
+
+def test_one_class_collapse_skewed_training_labels(config, pipeline, tmp_path):
+    faulty = FaultyPipeline(pipeline, train_fault=skewed_labels)
+    findings = findings_of(config, tmp_path, pipeline=faulty)
+    assert_top(findings, "one_class_collapse")
+    assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
 
 
 def test_vanishing_gradients_deep_plain_sigmoid(config, pipeline, tmp_path):

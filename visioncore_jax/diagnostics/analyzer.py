@@ -1,15 +1,28 @@
-"""The analyzer: reads a workdir's records (finished or still running) and applies every rule."""
+"""The analyzer: reads a workdir's typed records (finished or still running), applies every rule, checks each
+recommendation against the run's config, and ranks the findings (causes before the symptoms they explain)."""
 
 import json
 import os
 
+from visioncore_jax.diagnostics.advice import checked_finding
 from visioncore_jax.diagnostics.findings import Finding
-from visioncore_jax.diagnostics.rules import PRIORITY, RULES, RunRecords
-from visioncore_jax.diagnostics.schema import EVAL_FILE, FINDINGS_FILE, SCHEMA_VERSION, TRAIN_FILE
+from visioncore_jax.diagnostics.rules import CATALOG, rank
+from visioncore_jax.diagnostics.schema import (
+    EVAL_FILE,
+    FINDINGS_FILE,
+    SCHEMA_VERSION,
+    TRAIN_FILE,
+    EvalRecord,
+    RunRecords,
+    TrainRecord,
+    drop_unoptimized_l2,
+    format_number,
+    read_record,
+)
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    """Records of one file; a partial last line (a run writing right now, or killed) is ignored."""
+def _read_jsonl(path: str) -> list[TrainRecord | EvalRecord]:
+    """Typed records of one file; a partial last line (a run writing right now, or killed) is ignored."""
     records = []
     with open(path) as f:
         lines = f.readlines()
@@ -17,24 +30,32 @@ def _read_jsonl(path: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):
                 break
             raise ValueError(f"{path}:{number} is not valid JSON; the file is corrupt. Delete it and rerun the "
                              "training command to rewrite it from the checkpoints on.") from None
-        version = record.get("schema_version") if isinstance(record, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"{path}:{number} has schema_version {version!r}; this version of "
-                             f"visioncore_jax reads version {SCHEMA_VERSION}. Analyze it with the version that "
-                             "wrote it.")
-        records.append(record)
+        records.append(read_record(value, f"{path}:{number}"))
     return records
 
 
+def _read_config(workdir: str) -> dict:
+    """The run's config.json as a nested dict ({} when there is none)."""
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        return {}
+    with open(config_path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_path} is not valid JSON ({e}). Rewrite it from the run's config, or delete "
+                             "it: the rules then read only the records.") from None
+
+
 def load_records(workdir: str) -> RunRecords:
-    """The train and eval records and config of `workdir`; raises FileNotFoundError saying what to run when
-    the workdir holds no diagnostics."""
+    """The typed train and eval records and config of `workdir`; raises FileNotFoundError saying what to run
+    when the workdir holds no diagnostics."""
     directory = os.path.join(workdir, "diagnostics")
     train_path, eval_path = os.path.join(directory, TRAIN_FILE), os.path.join(directory, EVAL_FILE)
     if not os.path.exists(train_path):
@@ -42,23 +63,18 @@ def load_records(workdir: str) -> RunRecords:
             f"{train_path} does not exist: {workdir!r} has no diagnostics records. Train into it first "
             "(python main.py --workdir=... --config=...), with --config.diagnostics.enabled=True (the default); "
             "records appear after the first evaluation.")
-    config = {}
-    config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            try:
-                config = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{config_path} is not valid JSON ({e}). Rewrite it from the run's config, or delete "
-                                 "it: the rules then read only the records.") from None
-    eval_records = _read_jsonl(eval_path) if os.path.exists(eval_path) else []
-    return RunRecords(train=_read_jsonl(train_path), eval=eval_records, config=config)
+    config = _read_config(workdir)
+    optimizer = str((config.get("optimizer") or {}).get("name") or "")
+    train = [drop_unoptimized_l2(r, optimizer) for r in _read_jsonl(train_path) if isinstance(r, TrainRecord)]
+    evals = [r for r in _read_jsonl(eval_path) if isinstance(r, EvalRecord)] if os.path.exists(eval_path) else []
+    return RunRecords(train=tuple(train), eval=tuple(evals), config=config)
 
 
 def analyze_records(run: RunRecords) -> list[Finding]:
-    """Every rule's findings, most severe first (ties: root causes first, see `rules.PRIORITY`, then by step)."""
-    findings = [finding for rule in RULES.values() for finding in rule(run)]
-    return sorted(findings, key=lambda f: (-f.rank, PRIORITY.index(f.id), f.steps[0] if f.steps else 0))
+    """Every rule's findings with the recommendations valid for the run, ranked (see `rules.rank`)."""
+    task = run.eval[-1].task if run.eval else "classification"
+    findings = [checked_finding(f, run.config, task) for rule in CATALOG for f in rule.check(run)]
+    return rank(findings)
 
 
 def write_findings(workdir: str, findings: list[Finding]) -> str:
@@ -88,16 +104,8 @@ def format_findings(findings: list[Finding]) -> str:
         where = f" steps {finding.steps[0]}-{finding.steps[1]}" if finding.steps else ""
         lines.append(f"\n[{finding.severity.upper()}] {finding.id}{where}: {finding.summary}")
         lines.append(f"  {finding.explanation}")
-        evidence = ", ".join(f"{k}={_short(v)}" for k, v in finding.evidence.items())
+        evidence = ", ".join(f"{k}={format_number(v)}" for k, v in finding.evidence.items())
         lines.append(f"  evidence: {evidence}")
-        for rank, recommendation in enumerate(finding.recommendations, start=1):
-            lines.append(f"  try {rank}: {recommendation}")
+        for rank_, recommendation in enumerate(finding.recommendations, start=1):
+            lines.append(f"  try {rank_}: {recommendation}")
     return "\n".join(lines)
-
-
-def _short(value) -> str:
-    """A compact rendering of an evidence value."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 120 else text[:117] + "..."

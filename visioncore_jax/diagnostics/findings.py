@@ -13,8 +13,9 @@ class Finding:
 
     `id` is a catalog id (docs/diagnostics.md); `evidence` holds the numbers that triggered it (JSON-able);
     `recommendations` are config overrides a user can paste (`--config.optimizer.learning_rate=3e-3`), best
-    first; `steps` is the (first, last) step range where it was seen; `module` the parameter / block path when
-    the finding is about one.
+    first, each checked against the run's config; `steps` is the (first, last) step range where it was seen;
+    `module` the parameter / block path when the finding is about one; `kind` whether it is a cause or a symptom;
+    `explained_by` the finding it was folded into (its severity is then info).
     """
 
     id: str
@@ -26,6 +27,8 @@ class Finding:
     steps: tuple[int, int] | None = None
     epochs: tuple[float, float] | None = None
     module: str | None = None
+    kind: str = "cause"              # 'cause' (LR, schedule, init, data, regularization, clipping) or 'symptom'
+    explained_by: str | None = None  # the id of the finding that explains this one (then severity is info)
 
     def __post_init__(self):
         if self.severity not in SEVERITIES:

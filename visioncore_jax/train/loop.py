@@ -143,7 +143,8 @@ class _Diagnostics:
                 peak_learning_rate=float(config.optimizer.learning_rate),
                 grad_clip_norm=float(config.optimizer.grad_clip_norm), lr_scale=float(state.lr_scale),
                 num_classes=experiment.info.num_classes, skipped_steps=int(opt_stats["skipped_steps"]),
-                longest_skip_run=int(opt_stats["longest_skip_run"]), events=self.events)
+                longest_skip_run=int(opt_stats["longest_skip_run"]), events=self.events,
+                optimizer=str(config.optimizer.name))
             self._records.write(record)
             self._write_tensorboard(step, record)
         self._records.write(diagnostics_records.eval_record(
@@ -209,9 +210,10 @@ def _report(workdir: str, writer, plots: bool) -> None:
     logging.info("Diagnostics of %s:\n%s", workdir, analyzer.format_findings(findings))
     if not plots:
         return
-    path = report.write_report(workdir, run.train, run.eval, findings)
+    path = report.write_report(workdir, run.train, run.eval, findings, config=run.config)
     if run.train:
-        report.write_report_images(writer, run.train[-1]["step"], report.render_figures(run.train, run.eval))
+        report.write_report_images(writer, run.train[-1].step, report.render_figures(run.train, run.eval,
+                                                                                       run.config))
         writer.flush()
     logging.info("Diagnostics report: %s", path)
 

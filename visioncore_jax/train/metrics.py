@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metrics
 
+from visioncore_jax.diagnostics.schema import per_class_recall
+
 # clu.metrics.Std is not used: it is broken on JAX >= 0.10 (it calls jnp.clip with the removed `a_min`).
 
 
@@ -71,7 +73,7 @@ def prefixed(computed: dict, prefix: str) -> dict:
 def confusion_summary(confusion: np.ndarray, class_names) -> dict:
     """Scalars from a confusion matrix: balanced accuracy (mean per-class recall), the largest share of
     predictions going to one class, and, for up to 20 classes, each class's accuracy and predicted share."""
-    per_class = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+    per_class = per_class_recall(confusion)
     predicted = confusion.sum(0) / max(confusion.sum(), 1)
     scalars = {"eval_balanced_accuracy": float(per_class.mean()),
                "eval_max_predicted_fraction": float(predicted.max())}

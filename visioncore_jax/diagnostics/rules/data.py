@@ -1,0 +1,95 @@
+"""Data and labels rules: a model no better than chance, and predictions collapsed onto one class. Both are
+symptoms that LR, initialization or regularization causes explain when present; alone, they point at the data."""
+
+
+import numpy as np
+
+from visioncore_jax.diagnostics.findings import Finding
+from visioncore_jax.diagnostics.rules import evidence as ev
+from visioncore_jax.diagnostics.rules.rule import Rule
+from visioncore_jax.diagnostics.schema import RunRecords
+
+FAMILY = "data and labels"
+# chance_level: (only on a run that had a chance to learn: evidence.had_chance_to_learn) every record after the
+# first 20% of the run has a loss between 2% below and 15% above the label entropy (noisy fits of random labels
+# sit at or just above it; far above is no chance-level fit: a diverged model, or a loss with extra terms such as
+# Dice: a healthy 40-step U-Net sits at 1.85x), and the last 2 evals' balanced accuracy is below 1.3 / K.
+CHANCE_LOSS_BELOW, CHANCE_LOSS_ABOVE = 0.02, 0.15
+CHANCE_ACCURACY_FACTOR = 1.3
+CHANCE_EVALS = 2
+# one_class_collapse: the same class gets > 80% of eval predictions in each of the last 2 evals while no class has
+# half of the labels (healthy but barely trained 10-class runs: <= 55% at the end, single evals up to 70% mid-run).
+COLLAPSE_PREDICTED_SHARE = 0.8
+COLLAPSE_EVALS = 2
+COLLAPSE_LABEL_SHARE = 0.5
+
+
+def chance_level(run: RunRecords) -> list[Finding]:
+    """Loss at or above the label entropy on every late record, and (balanced) accuracy ≈ 1/K, in a run long
+    enough to have learned."""
+    k = ev.num_classes(run)
+    if k < 2 or not run.train or not ev.had_chance_to_learn(run):
+        return []
+    late = ev.late_records(run)
+    losses = ev.scalar_series(late, "loss")
+    entropy = ev.label_entropy(run)
+    if run.eval:
+        accuracies = [r.chance_accuracy_metric for r in run.eval[-CHANCE_EVALS:]]
+    else:
+        accuracies = [late[-1].scalar("accuracy").mean]
+    accuracy = max(accuracies)
+    if not (np.isfinite(losses).all() and (losses > (1 - CHANCE_LOSS_BELOW) * entropy).all()
+            and (losses < (1 + CHANCE_LOSS_ABOVE) * entropy).all()
+            and accuracy < CHANCE_ACCURACY_FACTOR / k):
+        return []
+    return [Finding(
+        "chance_level", "error",
+        f"Loss {losses[-1]:.3f} (label entropy {entropy:.3f}) on all {len(late)} records after the first "
+        f"{ev.LATE_SHARE:.0%} of the run, and accuracy {accuracy:.3f} ≈ 1/{k}: the model predicts no better than "
+        "chance.",
+        "The model learned nothing about the inputs that predicts the labels. With a sane LR and initialization "
+        "(no such finding above), the data is the suspect: labels that do not match the images (shuffled or "
+        "misaligned labels, a wrong label key), or inputs without signal (constant or badly normalized images). "
+        "Preflight's label and data checks test both.",
+        {"loss": float(losses[-1]), "loss_range": [float(losses.min()), float(losses.max())],
+         "label_entropy": entropy, "accuracy": accuracy, "chance_accuracy": 1 / k, "travel": ev.travel(run)},
+        ("--mode=preflight", "--mode=lr_find"), steps=ev.steps_of(late))]
+
+
+def one_class_collapse(run: RunRecords) -> list[Finding]:
+    """Eval predictions concentrated on one class (in each of the last evals) while the labels are spread;
+    recommends class weighting (skewed training data is the data cause) and the data checks."""
+    recent = run.eval[-COLLAPSE_EVALS:]
+    shares = []
+    for record in recent:
+        predicted = np.nan_to_num(np.asarray(record.predicted_histogram, np.float64), nan=0.0)
+        labels = np.nan_to_num(np.asarray(record.label_histogram, np.float64), nan=1.0)
+        if not predicted.size or predicted.shape != labels.shape:
+            return []
+        shares.append((int(np.argmax(predicted)), float(predicted.max()), labels))
+    if not shares:
+        return []
+    top, _, labels = shares[-1]
+    predicted_share = min(share for _, share, _ in shares)
+    if not ({c for c, _, _ in shares} == {top} and predicted_share > COLLAPSE_PREDICTED_SHARE
+            and labels.max() < COLLAPSE_LABEL_SHARE):
+        return []
+    last = run.eval[-1]
+    name = last.class_names[top] if top < len(last.class_names) else str(top)
+    return [Finding(
+        "one_class_collapse", "warning",
+        f"{predicted_share:.0%} or more of eval predictions are class {name!r} in the last {len(shares)} evals; it "
+        f"holds {labels[top]:.0%} of the eval labels.",
+        "The model predicts (almost) one class for everything. With a sane first loss and LR (no such finding "
+        "above), skewed training data is the usual cause: the majority class wins unless the classes are weighted; "
+        "preflight's class_imbalance and split checks show the training label counts.",
+        {"class": name, "predicted_share": predicted_share, "label_share": float(labels[top]),
+         "largest_label_share": float(labels.max()), "evals": len(shares)},
+        (ev.override("training.class_weighting", "cube_root_inverse"), "--mode=preflight"),
+        steps=(run.eval[-len(shares)].step, last.step))]
+
+
+RULES = (
+    Rule("chance_level", chance_level, FAMILY, "symptom", ("one_class_collapse",)),
+    Rule("one_class_collapse", one_class_collapse, FAMILY, "symptom"),
+)
