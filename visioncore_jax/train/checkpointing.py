@@ -84,9 +84,22 @@ def save(manager: ocp.CheckpointManager, state: TrainState, loop_state: dict, me
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
 
-def _signature(tree) -> list[tuple]:
-    """The sorted (shape, dtype) of every array leaf: what must match for a restore into `tree`."""
-    return sorted((tuple(leaf.shape), np.dtype(leaf.dtype).name) for leaf in jax.tree.leaves(tree))
+def _signature(tree) -> dict[str, tuple]:
+    """`{'/'-joined path: (shape, dtype)}` of every array leaf: what must match for a restore into `tree`."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path):
+            (tuple(leaf.shape), np.dtype(leaf.dtype).name) for path, leaf in leaves}
+
+
+def _differences(saved: dict[str, tuple], expected: dict[str, tuple]) -> str:
+    """The first few arrays that are only in the checkpoint, only in the model, or of another shape / dtype."""
+    only_saved = sorted(set(saved) - set(expected))
+    only_expected = sorted(set(expected) - set(saved))
+    changed = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
+    parts = [f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+             for label, keys in (("only in the checkpoint", only_saved), ("only in the model", only_expected),
+                                 ("other shape or dtype", changed)) if keys]
+    return "; ".join(parts)
 
 
 def _restore_step(manager: ocp.CheckpointManager, step: int, target) -> tuple[dict, dict, dict | None]:
@@ -97,10 +110,11 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, target) -> tuple[di
     saved_tree = saved.tree if hasattr(saved, "tree") else saved
     if saved_tree is None:
         raise FileNotFoundError("its array metadata (state/_METADATA) is missing")
-    if _signature(saved_tree) != _signature(target):
+    saved_signature, expected = _signature(saved_tree), _signature(target)
+    if sorted(saved_signature.values()) != sorted(expected.values()) or set(saved_signature) != set(expected):
         raise IncompatibleCheckpointError(
             f"Cannot resume from the checkpoint at step {step} in {manager.directory}: it was written by another "
-            "model or optimizer set-up (its arrays have other shapes or dtypes). Use a new --workdir for a "
+            f"model or optimizer set-up ({_differences(saved_signature, expected)}). Use a new --workdir for a "
             "different configuration, or rerun with the configuration that wrote it.")
     items = {"state": ocp.args.StandardRestore(target), "loop": ocp.args.JsonRestore()}
     has_window = os.path.isdir(os.path.join(str(manager.directory), str(step), "window"))
