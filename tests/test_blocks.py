@@ -62,7 +62,8 @@ def test_rmsnorm_checkpoint_with_a_bias_fails_clearly_without_one(tmp_path):
     manager.wait_until_finished()
     restored, _ = checkpointing.restore_latest(manager, create_train_state(NormOnly(True), tx, inputs, 1))
     assert set(restored.params["RMSNorm_0"]) == {"scale", "bias"}
-    with pytest.raises(checkpointing.IncompatibleCheckpointError, match=r"(?s)only in the checkpoint: params/RMSNorm_0/bias.*Use a new --workdir"):
+    message = r"(?s)only in the checkpoint: params/RMSNorm_0/bias.*Use a new --workdir"
+    with pytest.raises(checkpointing.IncompatibleCheckpointError, match=message):
         checkpointing.restore_latest(manager, create_train_state(NormOnly(False), tx, inputs, 1))
 
 

@@ -87,7 +87,8 @@ def save(manager: ocp.CheckpointManager, state: TrainState, loop_state: dict, me
 def _signature(tree) -> dict[str, tuple]:
     """`{'/'-joined path: (shape, dtype)}` of every array leaf: what must match for a restore into `tree`."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path):
+    name = lambda k: getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))  # noqa: E731 dict/seq/attr keys
+    return {"/".join(str(name(k)) for k in path):
             (tuple(leaf.shape), np.dtype(leaf.dtype).name) for path, leaf in leaves}
 
 
