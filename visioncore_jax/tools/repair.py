@@ -92,7 +92,7 @@ def repair_budget(config: ml_collections.ConfigDict, run_steps: int) -> int:
 
 def metric_name(run) -> str:
     """The run's headline metric: eval_mean_dice for segmentation, eval_accuracy otherwise."""
-    return "eval_mean_dice" if run.eval and run.eval[-1].get("task") == "segmentation" else "eval_accuracy"
+    return "eval_mean_dice" if run.eval and run.eval[-1].task == "segmentation" else "eval_accuracy"
 
 
 def trial_config(config: ml_collections.ConfigDict, budget: int, steps_per_epoch: int) -> ml_collections.ConfigDict:
@@ -175,9 +175,10 @@ def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overri
     except Exception as error:  # a candidate that crashes is a failed trial, not a failed repair
         logging.warning("Repair trial %s failed: %s: %s", name, type(error).__name__, error)
         return Trial(name, overrides, addresses, error=f"{type(error).__name__}: {str(error)[:300]}")
-    last_train, last_eval = (run.train[-1] if run.train else {}), (run.eval[-1] if run.eval else {})
-    loss = last_train.get("scalars", {}).get("loss", {}).get("mean", math.nan)
-    value = last_eval.get("mean_dice" if metric == "eval_mean_dice" else "accuracy", math.nan)
+    loss = run.train[-1].scalars["loss"].mean if run.train and "loss" in run.train[-1].scalars else math.nan
+    value = math.nan
+    if run.eval:
+        value = run.eval[-1].mean_dice if metric == "eval_mean_dice" else run.eval[-1].accuracy
     return Trial(name, overrides, addresses, tuple(f.id for f in _severe(findings)),
                  _finite(loss), _finite(value))
 
@@ -214,7 +215,7 @@ def repair(workdir: str) -> RepairResult:
     if not run.train:
         raise ValueError(f"{workdir!r} has no train records yet; repair needs at least one evaluation.")
     findings = diagnostics.analyze(workdir, write=False)
-    run_steps, steps_per_epoch = int(run.train[-1]["num_train_steps"]), int(run.train[-1]["steps_per_epoch"])
+    run_steps, steps_per_epoch = int(run.train[-1].num_train_steps), int(run.train[-1].steps_per_epoch)
     budget, metric = repair_budget(config, run_steps), metric_name(run)
     base = trial_config(config, budget, steps_per_epoch)
     directory = os.path.join(workdir, "diagnostics", "repair")
