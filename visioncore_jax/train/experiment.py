@@ -58,7 +58,7 @@ class Experiment:
         """The initial train state (replicated over the mesh)."""
         init = partitioning.jit_replicated(create_train_state, self.mesh, model=self.model, tx=self.tx,
                                            example_inputs=self.example_inputs(), seed=self.config.seed)
-        return init()
+        return partitioning.compile_run_once(init)()
 
     def with_schedule(self, schedule: optax.Schedule,
                       optimizer: ml_collections.ConfigDict | None = None) -> "Experiment":

@@ -54,3 +54,15 @@ def jit_eval_step(step_fn: Callable, mesh: Mesh) -> Callable:
 def jit_replicated(fn: Callable, mesh: Mesh, **static) -> Callable:
     """Jits a function of no device inputs (e.g. state initialisation) with replicated outputs."""
     return jax.jit(functools.partial(fn, **static), out_shardings=replicated(mesh))
+
+
+# A program that runs once (state initialisation) compiles with LLVM's optimisations off on CPU: the threefry
+# hashes of a ResNet's initialisers take ~11 s to optimise and 0.02 s to run; unoptimised, ~2.4 s and 0.09 s
+# (BENCHMARKS.md, "Start-up"). Other backends keep their defaults.
+RUN_ONCE_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def compile_run_once(jitted: Callable, *args) -> Callable:
+    """`jitted` compiled for `args` for a single call: quickly rather than to run fast (on CPU)."""
+    options = RUN_ONCE_CPU_OPTIONS if jax.default_backend() == "cpu" else None
+    return jitted.lower(*args).compile(options)
