@@ -78,7 +78,13 @@ def save(manager: ocp.CheckpointManager, state: TrainState, loop_state: dict, me
     step = int(jax.device_get(state.step))
     if step in manager.all_steps():
         return
-    items = {"state": ocp.args.StandardSave(state.checkpoint_items()), "loop": ocp.args.JsonSave(loop_state)}
+    arrays = state.checkpoint_items()
+    if jax.process_count() == 1:
+        # Host copies: orbax reads a replicated device array through a slice op, which compiles once per array
+        # shape (~100 compiles, ~2 s at the first save of a small ResNet). Several processes must save the
+        # global arrays themselves.
+        arrays = jax.device_get(arrays)
+    items = {"state": ocp.args.StandardSave(arrays), "loop": ocp.args.JsonSave(loop_state)}
     if window is not None:
         items["window"] = ocp.args.StandardSave(window)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
