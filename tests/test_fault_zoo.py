@@ -104,7 +104,9 @@ def test_lr_too_high_sgd_lr_50_diverges(config, pipeline, tmp_path):
     config.nan_recovery.enabled = False
     findings = findings_of(config, tmp_path, pipeline=pipeline)
     assert_top(findings, "lr_too_high")
-    assert "nonfinite" in findings[0].evidence.get("explains", []), diagnostics.format_findings(findings)
+    # Whether the climb ends in NaN or recovers depends on the last bits of the init (it did each before and after
+    # the init compile changed): whatever it left (nonfinite, dead units, collapse) is folded into the LR finding.
+    assert [f.id for f in findings if f.severity != "info"] == ["lr_too_high"], diagnostics.format_findings(findings)
 
 
 def test_lr_too_high_adam_lr_0_1(config, pipeline, tmp_path):

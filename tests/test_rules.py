@@ -516,6 +516,24 @@ def test_a_diverged_sgd_run_is_blamed_on_its_lr_not_on_the_dead_units_it_left():
     assert "--config.optimizer.learning_rate=25" in findings[0].recommendations
 
 
+def test_gradients_that_grow_after_lr_sized_jumps_are_the_lr_s_symptom():
+    # The zoo's SGD LR 50 run that stayed finite: a healthy first gradient (1.89), updates of 4.3x the weights in
+    # the first period, then gradient norms of 3e3 and a loss of 1e7 that recovers to 3.2. The LR threw the
+    # weights there; gradients that grow while updates stay ~1e-3 are exploding_gradients (the test above).
+    def patch(train, evals):
+        train[0]["scalars"]["grad_norm"].update(first=1.89)
+        train[0]["scalars"]["loss"].update(first=2.45, max=1.1e7)
+
+    run = make_run(6, loss=[1.9e6, 6.1e6, 671.0, 1.2e4, 11.7, 3.16], grad_norm=[1896.0, 3285.0, 13.6, 8.3, 0.77, 0.36],
+                   update_ratio=[4.3, 0.21, 0.014, 0.011, 0.006, 0.001], accuracy=0.1, eval_accuracy=0.1,
+                   eval_loss=2.9, peak_lr=50.0, lr=warmup_cosine(6, 50.0), clip=0.0, zero_fraction=0.95,
+                   config={"optimizer.name": "sgd", "optimizer.learning_rate": 50.0, "optimizer.grad_clip_norm": 0.0},
+                   patch=patch)
+    findings = analyze(run)
+    assert ids(findings) == ["lr_too_high"], analyzer.format_findings(findings)
+    assert "exploding_gradients" not in [f.id for f in findings]
+
+
 def test_a_user_lr_tiny_from_the_start_is_lr_too_low_not_the_schedule():
     run = make_run(loss=list(np.linspace(2.31, 2.30, 10)), accuracy=0.1, eval_accuracy=0.1, lr=1e-8,
                    update_ratio=3e-8, peak_lr=1e-8,
