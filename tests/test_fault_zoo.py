@@ -104,7 +104,9 @@ def test_lr_too_high_sgd_lr_50_diverges(config, pipeline, tmp_path):
     config.nan_recovery.enabled = False
     findings = findings_of(config, tmp_path, pipeline=pipeline)
     assert_top(findings, "lr_too_high")
-    assert "nonfinite" in findings[0].evidence.get("explains", []), diagnostics.format_findings(findings)
+    # Whether the climb ends in NaN or recovers depends on the last bits of the init (it did each before and after
+    # the init compile changed): whatever it left (nonfinite, dead units, collapse) is folded into the LR finding.
+    assert [f.id for f in findings if f.severity != "info"] == ["lr_too_high"], diagnostics.format_findings(findings)
 
 
 def test_lr_too_high_adam_lr_0_1(config, pipeline, tmp_path):
@@ -112,8 +114,6 @@ def test_lr_too_high_adam_lr_0_1(config, pipeline, tmp_path):
     assert_top(findings_of(config, tmp_path, pipeline=pipeline), "lr_too_high")
 
 
-@pytest.mark.xfail(strict=False, reason="known regression of the 2026-11-25 rule rewrite (issue 9): Adam LR 1e-7 "
-                   "is reported as one_class_collapse (a symptom) without lr_too_low, its cause")
 def test_lr_too_low_adam_lr_1e_7(config, pipeline, tmp_path):
     config.optimizer.update(name="adam", learning_rate=1e-7)
     config.schedule.min_learning_rate = 0.0
@@ -126,9 +126,8 @@ def test_lr_decayed_too_early_plateau_patience_0_on_train_loss(config, pipeline,
     assert_top(findings_of(config, tmp_path, pipeline=pipeline), "lr_decayed_too_early")
 
 
-@pytest.mark.xfail(strict=False, reason="known regression of the 2026-11-25 rule rewrite (issue 9): a cosine "
-                   "decay over 1 epoch of 10 is reported as loss_plateau, not lr_schedule_exhausted")
-def test_lr_schedule_exhausted_decay_over_one_epoch_of_ten(config, tmp_path):
+def test_lr_schedule_exhausted_exponential_decay_to_1_percent_in_one_epoch_of_eight(config, tmp_path):
+    # Exponential decay by 0.01 per epoch: the LR is at 1% of its peak after the first of 8 epochs.
     config.data.train_split = "train[:320]"  # 10 steps an epoch, 80 steps = 8 epochs
     config.schedule.update(name="exponential", decay_rate=0.01, min_learning_rate=0.0)
     config.training.update(num_train_steps=80, eval_every_epochs=1.0)

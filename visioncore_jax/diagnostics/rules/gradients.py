@@ -10,6 +10,7 @@ import numpy as np
 
 from visioncore_jax.diagnostics.findings import Finding
 from visioncore_jax.diagnostics.rules import evidence as ev
+from visioncore_jax.diagnostics.rules.lr import HIGH_UPDATE_RATIO
 from visioncore_jax.diagnostics.rules.rule import Rule
 from visioncore_jax.diagnostics.schema import RunRecords
 
@@ -19,7 +20,10 @@ FAMILY = "gradients and activations"
 INIT_LOSS_FACTOR = 3.0
 # vanishing / exploding: per-module gradient norms (forward order) differing by more than 1e3 between the input
 # and output ends; vanishing also needs the early norms tiny (healthy: 1e-2..1), exploding a global norm above
-# 1e3 (healthy: 0.5..5) at the first step, or reached by growing 1e3x in a run that stayed finite.
+# 1e3 (healthy: 0.5..5) at the first step, or reached by growing 1e3x in a run that stayed finite while no step
+# moved the weights by more than lr.HIGH_UPDATE_RATIO of their size: a gradient healthy at the initial weights
+# that grows after such jumps grows because the LR threw the weights there (lr_too_high names that cause; a zoo
+# run at SGD LR 50: first norm 1.89, updates 4.3x the weights, then norms of 3e3).
 GRADIENT_RATIO = 1e3
 VANISHING_NORM = 1e-4
 EXPLODING_NORM = 1e3
@@ -106,8 +110,9 @@ def exploding_gradients(run: RunRecords) -> list[Finding]:
     spread = max(finite) / min(finite) if finite else 1.0
     at_start = first_norm > EXPLODING_NORM or (not math.isfinite(first_norm) and spread > GRADIENT_RATIO)
     peak = ev.finite_stat(np.max, ev.scalar_series(run.train, "grad_norm"))
+    jumped = ev.finite_stat(np.max, ev.update_ratios(run)) > HIGH_UPDATE_RATIO
     grew = (peak > EXPLODING_NORM and peak > GRADIENT_RATIO * first_norm
-            and not ev.diverged(ev.nonfinite_state(run)))
+            and not ev.diverged(ev.nonfinite_state(run)) and not jumped)
     if not (at_start or grew):
         return []
     return [Finding(
