@@ -238,6 +238,7 @@ def test_residual_block_with_attention_is_the_identity_at_init(attention):
     np.testing.assert_array_equal(y, x)
 
 
+@pytest.mark.slow
 def test_vc_resnet_builds_from_its_config():
     config = vc_resnet.get_config()
     model = build_model(config, 10)

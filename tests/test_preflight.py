@@ -158,6 +158,7 @@ def test_gradient_reach_module_outside_the_loss(config, shared_pipeline):
     assert result.status == "FAIL" and result.evidence["unreached"] == ["unused"]
 
 
+@pytest.mark.slow
 def test_overfit_one_batch_labels_permuted_between_draws(config, faulty):
     calls = iter(range(10_000))
 
@@ -169,6 +170,7 @@ def test_overfit_one_batch_labels_permuted_between_draws(config, faulty):
     assert result.status == "FAIL" and result.evidence["labels_change_between_draws"]
 
 
+@pytest.mark.slow
 def test_lr_range_configured_lr_100x_the_suggestion(config, shared_pipeline):
     suggestion = check(config, "lr_range", pipeline=shared_pipeline).evidence["suggested"]
     config.optimizer.learning_rate = 100 * suggestion

@@ -148,8 +148,9 @@ def one_step(config, devices, batch, regularization):
     return model, initial_params, state, metrics.compute()
 
 
+@pytest.mark.slow
 def test_data_parallel_step_equals_single_device_step(config):
-    assert jax.device_count() == 8
+    assert jax.device_count() == 2
     config = config.copy_and_resolve_references()
     config.optimizer.name = "sgd"  # Adam's g / sqrt(v) would amplify float reduction-order noise in tiny grads
     batch = next(build_input(config).train_batches(config.training.batch_size))
@@ -160,13 +161,14 @@ def test_data_parallel_step_equals_single_device_step(config):
         assert len(state.params["head"]["kernel"].sharding.device_set) == len(devices)
         results.append((metrics, jax.device_get(state.params), jax.device_get(state.batch_stats)))
 
-    (metrics_1, params_1, stats_1), (metrics_8, params_8, stats_8) = results
-    np.testing.assert_allclose(metrics_1["loss"], metrics_8["loss"], rtol=1e-5)
-    np.testing.assert_allclose(metrics_1["grad_norm"], metrics_8["grad_norm"], rtol=1e-4)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), params_1, params_8)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), stats_1, stats_8)
+    (metrics_1, params_1, stats_1), (metrics_n, params_n, stats_n) = results
+    np.testing.assert_allclose(metrics_1["loss"], metrics_n["loss"], rtol=1e-5)
+    np.testing.assert_allclose(metrics_1["grad_norm"], metrics_n["grad_norm"], rtol=1e-4)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), params_1, params_n)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), stats_1, stats_n)
 
 
+@pytest.mark.slow
 def test_auxiliary_heads_are_trained_by_a_weighted_loss(config):
     config = config.copy_and_resolve_references()
     config.model.aux_loss_weight = 0.5

@@ -114,8 +114,8 @@ CASES = [
     (["--config.schedule.name=exponential", "--config.schedule.decay_rate=1.5"], 2,
      "--config.schedule.decay_rate=1.5 must be in (0, 1]"),
     (["--config.training.num_epochs=3"], 2, "Set exactly one of --config.training.num_epochs"),
-    (["--config.training.batch_size=12"], 2, "batch_size=12 must be a positive multiple of the 8 devices; use e.g. "
-                                             "--config.training.batch_size=8"),
+    (["--config.training.batch_size=13"], 2, "batch_size=13 must be a positive multiple of the 2 devices; use e.g. "
+                                             "--config.training.batch_size=12"),
     (["--config.training.max_checkpoints_to_keep=0"], 2, "max_checkpoints_to_keep=0 must be >= 1"),
     (["--config.training.class_weighting=sqrt"], 2, "--config.training.class_weighting='sqrt' is not one of"),
     (["--config.training.dtype=float16"], 2, "--config.training.dtype='float16' is not one of"),
