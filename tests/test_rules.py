@@ -328,6 +328,16 @@ def test_exploding_gradients_that_grow_during_a_finite_run():
     assert findings[0].id == "exploding_gradients" and findings[0].evidence["peak_grad_norm"] == pytest.approx(1e5)
 
 
+
+def test_vanishing_gradients_after_updates_beyond_10_percent_are_the_lrs():
+    """The same gradient profile as the vanishing fault is the architecture's when updates stay small, and the
+    LR's symptom (lr_too_high fires, vanishing stays silent) after steps that moved the weights by 25x."""
+    profile = dict(modules=PLAIN_MODULES, pathways=False, accuracy=0.1, eval_accuracy=0.1,
+                   module_grad_norm=dict(zip(PLAIN_MODULES, (1e-10, 3e-9, 5e-8, 6e-7, 1e-4, 0.3), strict=True)))
+    assert analyze(make_run(loss=[2.35] + [2.32] * 9, **profile))[0].id == "vanishing_gradients"
+    thrown = analyze(make_run(loss=[2.45, 1.5e11] + [3.8] * 8, update_ratio=[25.0] + [2e-3] * 9, **profile))
+    assert thrown[0].id == "lr_too_high" and "vanishing_gradients" not in [f.id for f in thrown]
+
 def test_one_class_collapse_needs_the_last_evals_to_agree():
     collapsed = [0.98] + [0.02 / (K - 1)] * (K - 1)
     assert not problems(analyze(make_run(predicted=[UNIFORM] * 9 + [collapsed])))

@@ -83,7 +83,10 @@ def vanishing_gradients(run: RunRecords) -> list[Finding]:
         return []
     early, late = norms[0], np.max(norms[len(norms) // 2:])
     # A zero gradient is no vanishing gradient but a cut graph or dead units (params_not_updating, dead_units).
-    if not (0 < early < VANISHING_NORM and late > GRADIENT_RATIO * early):
+    # After an update beyond 10% of the weights the profile shows where the LR threw the weights (dead or
+    # saturated early layers), not the architecture: lr_too_high names that.
+    jumped = ev.finite_stat(np.max, ev.update_ratios(run)) > HIGH_UPDATE_RATIO
+    if not (0 < early < VANISHING_NORM and late > GRADIENT_RATIO * early) or jumped:
         return []
     return [Finding(
         "vanishing_gradients", "error",
