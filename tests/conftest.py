@@ -1,4 +1,4 @@
-"""Shared test set-up: 8 host CPU devices for real data-parallel sharding, shared fixtures, and readers of
+"""Shared test set-up: 2 host CPU devices for real data-parallel sharding, shared fixtures, and readers of
 TensorBoard event files for the loop-level tests."""
 
 import fcntl

@@ -137,8 +137,8 @@ def one_step(config, devices, batch, regularization):
     tx, schedule = build_optimizer(config, steps_per_epoch=10, total_steps=100)
     example = {k: v[:1] for k, v in batch.items() if k != "label"}
     mesh = partitioning.make_mesh(devices)
-    initial = partitioning.jit_replicated(create_train_state, mesh, model=model, tx=tx, example_inputs=example,
-                                          seed=0)()
+    initial = partitioning.compile_run_once(partitioning.jit_replicated(
+        create_train_state, mesh, model=model, tx=tx, example_inputs=example, seed=0))()
     initial_params = jax.device_get(initial.params)
     metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
     step = functools.partial(train_step, learning_rate_fn=schedule,

@@ -57,8 +57,8 @@ def jit_replicated(fn: Callable, mesh: Mesh, **static) -> Callable:
 
 
 # A program that runs once (state initialisation) compiles with LLVM's optimisations off on CPU: the threefry
-# hashes of a ResNet's initialisers take ~11 s to optimise and 0.02 s to run; unoptimised, ~2.4 s and 0.09 s
-# (BENCHMARKS.md, "Start-up"). Other backends keep their defaults.
+# hashes of the default model's initialisers take 5.4 s to optimise and 0.01 s to run; unoptimised, 1.4 s and
+# 0.08 s (quiet 2-core CPU; BENCHMARKS.md, "Start-up"). Other backends keep their defaults.
 RUN_ONCE_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
 
 

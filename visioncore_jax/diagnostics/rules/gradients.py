@@ -76,6 +76,12 @@ def _gradient_profile(run: RunRecords) -> tuple[list[str], np.ndarray]:
     return modules, norms
 
 
+def _weights_thrown(run: RunRecords) -> bool:
+    """Some step moved the weights by more than lr.HIGH_UPDATE_RATIO of their size: gradients measured after it
+    describe where the LR threw the weights, not the model (lr_too_high names that cause)."""
+    return ev.finite_stat(np.max, ev.update_ratios(run)) > HIGH_UPDATE_RATIO
+
+
 def vanishing_gradients(run: RunRecords) -> list[Finding]:
     """Early-layer gradients orders of magnitude below the late layers', and tiny."""
     modules, norms = _gradient_profile(run)
@@ -83,10 +89,7 @@ def vanishing_gradients(run: RunRecords) -> list[Finding]:
         return []
     early, late = norms[0], np.max(norms[len(norms) // 2:])
     # A zero gradient is no vanishing gradient but a cut graph or dead units (params_not_updating, dead_units).
-    # After an update beyond 10% of the weights the profile shows where the LR threw the weights (dead or
-    # saturated early layers), not the architecture: lr_too_high names that.
-    jumped = ev.finite_stat(np.max, ev.update_ratios(run)) > HIGH_UPDATE_RATIO
-    if not (0 < early < VANISHING_NORM and late > GRADIENT_RATIO * early) or jumped:
+    if not (0 < early < VANISHING_NORM and late > GRADIENT_RATIO * early) or _weights_thrown(run):
         return []
     return [Finding(
         "vanishing_gradients", "error",
@@ -113,9 +116,8 @@ def exploding_gradients(run: RunRecords) -> list[Finding]:
     spread = max(finite) / min(finite) if finite else 1.0
     at_start = first_norm > EXPLODING_NORM or (not math.isfinite(first_norm) and spread > GRADIENT_RATIO)
     peak = ev.finite_stat(np.max, ev.scalar_series(run.train, "grad_norm"))
-    jumped = ev.finite_stat(np.max, ev.update_ratios(run)) > HIGH_UPDATE_RATIO
     grew = (peak > EXPLODING_NORM and peak > GRADIENT_RATIO * first_norm
-            and not ev.diverged(ev.nonfinite_state(run)) and not jumped)
+            and not ev.diverged(ev.nonfinite_state(run)) and not _weights_thrown(run))
     if not (at_start or grew):
         return []
     return [Finding(
