@@ -17,9 +17,13 @@ resident set (`ru_maxrss`, also cumulative).
   python -m benchmarks.step_speed --models=default --dtypes=float32 --loop   # + train_and_evaluate vs bare
   # GPU (same command; run it on the accelerator host, larger steps for steadier numbers):
   python -m benchmarks.step_speed --steps=50 --rounds=5 --loop
+  # A host without the embedded datasets (or TensorFlow): record one batch per model here, replay it there
+  python -m benchmarks.step_speed --record=/tmp/batches.pkl
+  python -m benchmarks.step_speed --replay=/tmp/batches.pkl --steps=50 --rounds=5
 """
 
 import dataclasses
+import pickle
 import resource
 import tempfile
 import time
@@ -54,6 +58,8 @@ flags.DEFINE_integer("steps", 10, "Timed steps per variant per round.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds over all variants; the median is reported.")
 flags.DEFINE_integer("batch", 0, "Global batch size; 0 keeps each config's.")
 flags.DEFINE_bool("loop", False, "Also time train_and_evaluate (statistics on) for models with offline data.")
+flags.DEFINE_string("record", "", "Write each model's dataset info and one training batch to this file, then stop.")
+flags.DEFINE_string("replay", "", "Time the step on the batches of a --record file instead of reading the datasets.")
 FLAGS = flags.FLAGS
 
 
@@ -76,6 +82,23 @@ class MockPipeline:
                    "label": self._rng.integers(0, self.info.num_classes, global_batch_size, np.int32)}
 
 
+class ReplayPipeline:
+    """One recorded training batch of a dataset, replayed forever (timing where the dataset cannot be read)."""
+
+    def __init__(self, info: DatasetInfo, batch: dict[str, np.ndarray]):
+        self.info = info
+        self._batch = batch
+
+    def train_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """The recorded batch, again and again (its size must be `global_batch_size`)."""
+        recorded = len(next(iter(self._batch.values())))
+        if recorded != global_batch_size:
+            raise ValueError(f"--replay: the recorded batch holds {recorded} examples, not {global_batch_size}; "
+                             "record it with the same --batch.")
+        while True:
+            yield self._batch
+
+
 def benchmark_config(model: str, dtype: str, batch: int) -> ml_collections.ConfigDict:
     """The config of benchmarked `model` in compute `dtype`, with `batch` (0: the config's own)."""
     if model not in MODELS:
@@ -87,17 +110,36 @@ def benchmark_config(model: str, dtype: str, batch: int) -> ml_collections.Confi
     return config
 
 
-def build(config: ml_collections.ConfigDict) -> Experiment:
-    """The experiment of `config`, on mock batches when its dataset is one of MOCK_DATA."""
-    pipeline = None
+def build(config: ml_collections.ConfigDict, replay: ReplayPipeline | None = None) -> Experiment:
+    """The experiment of `config`, on mock batches when its dataset is one of MOCK_DATA, else on `replay`'s batch
+    when given, else on its dataset."""
+    pipeline = replay
     if config.data.name in MOCK_DATA:
         pipeline = MockPipeline(100 if config.data.name == "cifar100" else 10, (32, 32, 3), 50_000)
     return build_experiment(config, pipeline=pipeline)
 
 
+def record_batches(configs: dict, path: str) -> None:
+    """Writes {(model, dtype): (dataset info, one training batch)} of the configs that read a dataset to `path`."""
+    recorded = {}
+    for key, config in configs.items():
+        if config.data.name not in MOCK_DATA:
+            pipeline = build(config).pipeline
+            recorded[key] = (pipeline.info, next(pipeline.train_batches(config.training.batch_size)))
+    with open(path, "wb") as file:
+        pickle.dump(recorded, file)
+    print(f"recorded {len(recorded)} batches to {path}: {sorted(recorded)}")
+
+
+def replay_pipelines(path: str) -> dict:
+    """{(model, dtype): ReplayPipeline} from a `record_batches` file."""
+    with open(path, "rb") as file:
+        return {key: ReplayPipeline(info, batch) for key, (info, batch) in pickle.load(file).items()}
+
+
 class StepTimer:
     """The compiled train step of `experiment` on one device-resident batch, timed over `steps` calls, with the
-    diagnostics statistics on or off (each compiled once, on first use)."""
+    diagnostics statistics on or off (each compiled once, by `compile`)."""
 
     def __init__(self, experiment: Experiment):
         self.experiment = experiment
@@ -107,6 +149,7 @@ class StepTimer:
         self.regularization = jax.device_put(regularization_at(experiment.config, 0.0), partitioning.replicated(mesh))
         self.train_fn, _ = jitted_steps(experiment)
         self.state = experiment.init_state()
+        self.compiled = {}
         self.empty = jax.device_get(empty_statistics(self.state, self.batch, self.regularization,
                                                      **step_options(experiment)))
 
@@ -116,22 +159,26 @@ class StepTimer:
         stats = jax.device_put(self.empty, replicated) if statistics else None
         return self.state, metrics, stats, self.batch, self.regularization
 
-    def memory_bytes(self, statistics: bool) -> int | None:
-        """XLA's buffer-assignment footprint of the compiled step (None where the backend does not report it)."""
-        analysis = self.train_fn.lower(*self._args(statistics)).compile().memory_analysis()
+    def compile(self, statistics: bool) -> int | None:
+        """Compiles the step (statistics on or off) once, for `images_per_sec`; returns XLA's buffer-assignment
+        footprint of it in bytes (None where the backend does not report it)."""
+        compiled = self.train_fn.lower(*self._args(statistics)).compile()
+        self.compiled[statistics] = compiled
+        analysis = compiled.memory_analysis()
         if analysis is None:
             return None
         return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
                 - analysis.alias_size_in_bytes)
 
     def images_per_sec(self, steps: int, statistics: bool) -> float:
-        """Steady-state images/s over `steps` steps (after one untimed step)."""
+        """Steady-state images/s over `steps` steps (after one untimed step) of the step `compile` built."""
+        step = self.compiled[statistics]
         state, metrics, stats, batch, regularization = self._args(statistics)
-        state, metrics, stats = self.train_fn(state, metrics, stats, batch, regularization)
+        state, metrics, stats = step(state, metrics, stats, batch, regularization)
         jax.block_until_ready(state)
         start = time.perf_counter()
         for _ in range(steps):
-            state, metrics, stats = self.train_fn(state, metrics, stats, batch, regularization)
+            state, metrics, stats = step(state, metrics, stats, batch, regularization)
         jax.block_until_ready((state, stats))
         elapsed = time.perf_counter() - start
         self.state = state
@@ -180,16 +227,27 @@ def main(argv):
     for name in FLAGS.statistics:
         if name not in ("off", "on"):
             raise app.UsageError(f"--statistics: {name!r} is not 'off' or 'on'.")
+    if FLAGS.loop and FLAGS.replay:
+        raise app.UsageError("--loop trains on the datasets themselves; it cannot run on --replay batches.")
     configs = {(m, d): benchmark_config(m, d, FLAGS.batch) for m in FLAGS.models for d in FLAGS.dtypes}
+    if FLAGS.record:
+        record_batches(configs, FLAGS.record)
+        return
+    replays = replay_pipelines(FLAGS.replay) if FLAGS.replay else {}
+    missing = [key for key, config in configs.items() if FLAGS.replay and config.data.name not in MOCK_DATA
+               and key not in replays]
+    if missing:
+        raise app.UsageError(f"--replay: {FLAGS.replay} has no batch of {missing}; record them with the same "
+                             "--models and --dtypes.")
     variants = []
     for (model, dtype), config in configs.items():
-        timer = StepTimer(build(config))
+        timer = StepTimer(build(config, replays.get((model, dtype))))
         for statistics in ("off", "on"):
             if statistics in FLAGS.statistics:
                 variant = Variant(model, dtype, statistics == "on", timer)
-                memory = timer.memory_bytes(variant.statistics)
+                memory = timer.compile(variant.statistics)
                 variant.xla_mib = None if memory is None else memory / 2**20
-                timer.images_per_sec(1, variant.statistics)  # compiles
+                timer.images_per_sec(1, variant.statistics)
                 variant.peak_mib = device_peak_mib()
                 variants.append(variant)
     for _ in range(FLAGS.rounds):
