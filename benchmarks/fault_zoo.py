@@ -2,7 +2,7 @@ r"""The fault zoo as a benchmark: does the analyzer (run findings) or preflight 
 first, on runs outside the test zoo, and stay silent on healthy runs? Optionally: does verified repair fix them?
 
   flock /tmp/vcj-heavy.lock python -m benchmarks.fault_zoo --out=/tmp/fault_zoo/results.json
-  python -m benchmarks.fault_zoo --ids=nonfinite,lr_too_high --half=held_out --max-runs=4
+  python -m benchmarks.fault_zoo --ids=nonfinite,lr_too_high --half=held_out --max_runs=4
   python -m benchmarks.fault_zoo --summarize --out=/tmp/fault_zoo/results.json   # tables only
 
 Runs are in benchmarks/zoo_variants.py (>= 3 per catalog id, 5 model families, 4 datasets incl. scikit-learn's
@@ -42,8 +42,8 @@ def _metric(workdir: str) -> float | None:
     evals = diagnostics.load_records(workdir).eval
     if not evals:
         return None
-    value = evals[-1].get("mean_dice" if evals[-1].get("task") == "segmentation" else "accuracy")
-    return float(value) if value is not None and math.isfinite(value) else None
+    value = evals[-1].mean_dice if evals[-1].task == "segmentation" else evals[-1].accuracy
+    return float(value) if math.isfinite(value) else None
 
 
 def run_variant(variant: Variant, ctx: Context, repair: bool) -> dict:
@@ -111,6 +111,17 @@ def _save(path: str, rows: list[dict]) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _rejected_up_front(row: dict) -> bool:
+    """A faulty run that input validation stopped with its one-line `InputError` (before any data was read or
+    anything compiled): the user was told the problem first, so it counts as named first."""
+    return bool(row["expected"]) and row.get("error", "").startswith("InputError")
+
+
+def _named(row: dict, key: str) -> bool:
+    """Whether the run's fault was named first (`key` 'top1') or in the first three ('top3')."""
+    return bool(row.get(key)) or _rejected_up_front(row)
+
+
 def summarize(rows: list[dict]) -> str:
     """Markdown tables: per id top-1 / top-3 on each half, healthy runs, repair, wall time."""
     lines = ["| id | kind | calibration top-1 | calibration top-3 | held-out top-1 | held-out top-3 | "
@@ -121,17 +132,19 @@ def summarize(rows: list[dict]) -> str:
         cells = []
         for half in ("calibration", "held_out"):
             part = [r for r in own if r["half"] == half]
-            cells += [f"{sum(bool(r.get('top1')) for r in part)}/{len(part)}",
-                      f"{sum(bool(r.get('top3')) for r in part)}/{len(part)}"]
+            cells += [f"{sum(_named(r, 'top1') for r in part)}/{len(part)}",
+                      f"{sum(_named(r, 'top3') for r in part)}/{len(part)}"]
         missed = [r.get("error", "").split(":")[0] or (r["flagged"][0] if r["flagged"] else "nothing")
-                  for r in own if not r.get("top1")]
-        lines.append(f"| `{finding_id}` | {own[0]['kind']} | " + " | ".join(cells) + f" | {', '.join(missed)} |")
+                  for r in own if not _named(r, "top1")]
+        rejected = sum(_rejected_up_front(r) for r in own)
+        note = f" ({rejected} stopped by input validation)" if rejected else ""
+        lines.append(f"| `{finding_id}` | {own[0]['kind']}{note} | " + " | ".join(cells) + f" | {', '.join(missed)} |")
     for half in ("calibration", "held_out"):
         part = [r for r in faulty if r["half"] == half]
         if part:
-            lines.append(f"\n**{half}**: top-1 {sum(bool(r.get('top1')) for r in part)}/{len(part)} "
-                         f"({100 * sum(bool(r.get('top1')) for r in part) / len(part):.0f}%), top-3 "
-                         f"{sum(bool(r.get('top3')) for r in part)}/{len(part)}.")
+            top1 = sum(_named(r, "top1") for r in part)
+            lines.append(f"\n**{half}**: top-1 {top1}/{len(part)} ({100 * top1 / len(part):.0f}%), top-3 "
+                         f"{sum(_named(r, 'top3') for r in part)}/{len(part)}.")
     healthy = [r for r in rows if not r["expected"]]
     if healthy:
         lines += ["", "| healthy run | kind | warnings/errors | final metric |", "|---|---|---|---|"]
