@@ -46,7 +46,9 @@ class Variant:
     """One benchmark run. `expected` is the catalog id of the injected fault (None: healthy); `kind` 'run'
     (trained, then analysed) or 'preflight' (the preflight checks); `overrides` are dotted config fields;
     `api(ctx, config)` returns `model=` / `pipeline=` replacements; `resume` the overrides of a second leg
-    trained on in the same workdir (a run resumed with a changed config); `digits` the image-folder variant."""
+    trained on in the same workdir (a run resumed with a changed config); `digits` the image-folder variant;
+    `cause` the catalog id of the injected mistake itself when `expected` is its symptom (a NaN from an LR typed
+    far too high): then naming `cause` first, with `expected` among the symptoms it explains, is naming it."""
 
     name: str
     expected: str | None
@@ -58,6 +60,7 @@ class Variant:
     api: Callable | None = None
     resume: dict | None = None
     digits: str = "clean"
+    cause: str | None = None
     index: int = 0
 
     @property
@@ -221,15 +224,15 @@ DIGITS_UINT8_SCALE = {"data.mean": (0.0, 0.0, 0.0), "data.std": (1 / 255, 1 / 25
 def _run_variants() -> list[tuple]:
     """(expected, family, dataset, magnitude, fields) of each run-finding fault."""
     return [
-        # nonfinite: a typed LR far too high without clipping or NaN recovery.
+        # nonfinite: a typed LR far too high without clipping or NaN recovery (the LR is the cause).
         ("nonfinite", "dual_resnet", "shapes", "extreme", dict(overrides={"optimizer.name": "sgd",
-         "optimizer.learning_rate": 50.0, **NO_CLIP_NO_RECOVERY})),
+         "optimizer.learning_rate": 50.0, **NO_CLIP_NO_RECOVERY}, cause="lr_too_high")),
         ("nonfinite", "resnet", "digits", "extreme", dict(overrides={"optimizer.name": "sgd",
-         "optimizer.learning_rate": 200.0, **NO_CLIP_NO_RECOVERY})),
+         "optimizer.learning_rate": 200.0, **NO_CLIP_NO_RECOVERY}, cause="lr_too_high")),
         ("nonfinite", "vc_resnet", "shapes", "extreme", dict(overrides={"optimizer.name": "sgd",
-         "optimizer.learning_rate": 100.0, **NO_CLIP_NO_RECOVERY})),
+         "optimizer.learning_rate": 100.0, **NO_CLIP_NO_RECOVERY}, cause="lr_too_high")),
         ("nonfinite", "seg_cbam", "masks", "extreme", dict(overrides={"optimizer.name": "sgd",
-         "optimizer.learning_rate": 100.0, **NO_CLIP_NO_RECOVERY})),
+         "optimizer.learning_rate": 100.0, **NO_CLIP_NO_RECOVERY}, cause="lr_too_high")),
         # lr_too_high: Adam LR typed x10-x100.
         ("lr_too_high", "dual_resnet", "shapes", "moderate", dict(overrides={"optimizer.name": "adam",
          "optimizer.learning_rate": 0.1, "optimizer.grad_clip_norm": 0.0})),

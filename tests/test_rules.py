@@ -746,3 +746,32 @@ def test_lr_too_high_without_evidence_of_a_smaller_lr_asks_for_the_range_test():
                    patch=lambda train, evals: train[0]["scalars"]["loss"].update(first=2.3, max=9.0))
     top = analyze(run)[0]
     assert top.id == "lr_too_high" and top.recommendations == ("--mode=lr_find",)
+
+
+def _low_lr_run(loss: list[float], ratios: list[float], predicted=None) -> RunRecords:
+    """AdamW at LR 1e-5 over 6 periods of a cosine schedule: each period's median update ratio given."""
+    return make_run(6, loss=loss, accuracy=0.1, eval_accuracy=0.1, lr=warmup_cosine(6, 1e-5), update_ratio=ratios,
+                    peak_lr=1e-5, predicted=predicted or [1.0 / K] * K,
+                    config={"optimizer.name": "adamw", "optimizer.learning_rate": 1e-5})
+
+
+SHRINKING_RATIOS = [2.5e-5, 1.5e-5, 7.9e-6, 4.3e-6, 1.7e-6, 2.9e-7]  # the zoo's AdamW 1e-5 dual ResNet
+
+
+def test_updates_below_the_healthy_range_and_no_progress_at_all_are_lr_too_low():
+    # The peak ratio (2.5e-5) is above LOW_UPDATE_RATIO but below the healthy range, the loss did not fall at
+    # all and the predictions collapsed: the LR is the cause, the collapse its symptom.
+    run = _low_lr_run([2.47, 2.56, 2.48, 2.50, 2.42, 2.53], SHRINKING_RATIOS,
+                      predicted=[0.91] + [0.01] * (K - 1))
+    findings = problems(analyze(run))
+    assert ids(findings)[0] == "lr_too_low", analyzer.format_findings(findings)
+    assert findings[0].evidence["median_update_ratio"] == pytest.approx(2.5e-5)
+
+
+def test_small_updates_that_lower_the_loss_or_reach_the_healthy_range_are_no_lr_too_low():
+    # Near misses: the same ratios with the loss falling 3% (progress, if slow), and a flat loss with ratios of
+    # 2e-4 per step (inside the healthy range: a flat loss then has other causes).
+    slow = _low_lr_run(list(np.linspace(2.47, 2.40, 6)), SHRINKING_RATIOS)
+    assert "lr_too_low" not in ids(analyze(slow)), analyzer.format_findings(analyze(slow))
+    moving = _low_lr_run([2.47, 2.56, 2.48, 2.50, 2.42, 2.53], [2e-4] * 6)
+    assert "lr_too_low" not in ids(analyze(moving)), analyzer.format_findings(analyze(moving))

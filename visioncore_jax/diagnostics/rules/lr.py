@@ -28,7 +28,11 @@ STABLE_LR_SHARE = 0.5
 # loss test compares period means, not the step-1 loss: one batch is noisier than the 5% band (a zoo run at Adam
 # LR 1e-7: step 1 at 2.43, every period mean 2.63..2.72). It is one-sided: a loss that rises while each step
 # moves the weights by 1e-7 of their size rises from batch noise, not from learning.
+# Or updates below the healthy range (< 1e-4 at the peak) and a loss that did not fall at all (last period mean >=
+# the first): zoo run AdamW 1e-5 on the dual ResNet, peak ratio 2.5e-5, period means 2.47 -> 2.53, eval loss
+# rising 2.31 -> 2.43 while the predictions collapsed onto one class.
 LOW_UPDATE_RATIO = 1e-5
+BELOW_HEALTHY_UPDATE_RATIO = 1e-4
 LOW_LR_LOSS_CHANGE = 0.05
 LOW_LR_NOT_DECAYED = 0.1
 # lr_decayed_too_early: cuts in the first half of the run while the loss still fell this much per record, or
@@ -132,13 +136,16 @@ def lr_too_low(run: RunRecords) -> list[Finding]:
     drop = (first - last) / max(abs(first), 1e-12)
     median_lr = ev.finite_stat(np.median, ev.scalar_series(run.train, "learning_rate"))
     peak = ev.configured_lr(run)
-    if not (ratio < LOW_UPDATE_RATIO and drop < LOW_LR_LOSS_CHANGE and median_lr >= LOW_LR_NOT_DECAYED * peak):
+    stalled = (ratio < LOW_UPDATE_RATIO and drop < LOW_LR_LOSS_CHANGE) or (ratio < BELOW_HEALTHY_UPDATE_RATIO
+                                                                              and drop <= 0)
+    if not (stalled and median_lr >= LOW_LR_NOT_DECAYED * peak):
         return []
     suggestion = ev.lr_for_ratio(run, ratio, applied)
     return [Finding(
         "lr_too_low", "error",
-        f"The learning rate {peak:.3g} is too low: updates are {ratio:.2g} of the weights per step and the mean "
-        f"loss went from {first:.3g} in the first period to {last:.3g} in the last.",
+        f"The learning rate {peak:.3g} is too low: updates are at most {ratio:.2g} of the weights per step "
+        f"(healthy: >= {BELOW_HEALTHY_UPDATE_RATIO:g}) and the mean loss went from {first:.3g} in the first period "
+        f"to {last:.3g} in the last.",
         "The optimizer moves the weights by a negligible fraction per step, so the model cannot learn in the time "
         f"given. The suggested LR moves them by about {ev.TARGET_UPDATE_RATIO:g} per step (scaled from the "
         "observed ratio); the LR range test measures one.",
