@@ -40,6 +40,13 @@ class Restored:
     window: dict | None
 
 
+def latest_saved_step(workdir: str) -> int:
+    """The step of the newest finished checkpoint in `workdir` (0 when there is none), read from the directory
+    names alone."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    return max(ocp.path.step.checkpoint_steps(directory), default=0) if os.path.isdir(directory) else 0
+
+
 def create_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
     """A manager that keeps the `max_to_keep` latest checkpoints plus the best by `eval_accuracy`. Leftover
     `*.orbax-checkpoint-tmp*` directories of saves cut short are logged and removed (orbax never lists them)."""

@@ -34,14 +34,21 @@ from visioncore_jax.train.steps import empty_statistics
 
 
 class _StopRequest:
-    """Turns SIGTERM into a flag the loop checks after each step, so it can save and exit cleanly."""
+    """Turns SIGTERM into a flag the loop checks after each step, so it can save and exit cleanly. In a run of
+    several processes SIGTERM is left to JAX's preemption service (see `_Trainer._stop_requested`)."""
 
-    def __init__(self):
+    def __init__(self, workdir: str):
         self.requested = False
         self._previous = None
+        self._workdir = workdir
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if jax.process_count() > 1:
+            # The service sets the stop step to 1 + the last step any process reported when the notice arrives; a
+            # resumed run reports where it will start before its set-up, so a notice during set-up stops it after
+            # its first step (not at step 1, which it never reaches).
+            multihost_utils.reached_preemption_sync_point(checkpointing.latest_saved_step(self._workdir))
+        elif threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -186,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     the same data order and randomness. A SIGTERM at any point, set-up included, ends the run after its
     current step with a checkpoint.
     """
-    with _StopRequest() as stop:
+    with _StopRequest(workdir) as stop:
         if experiment is None:
             experiment = build_experiment(config, model=model, pipeline=pipeline)
         elif model is not None or pipeline is not None:
@@ -277,11 +284,17 @@ class _Trainer:
         return jax.device_put(metrics, partitioning.replicated(self.mesh))
 
     def _stop_requested(self) -> bool:
-        """Whether SIGTERM reached any process: all of them agree, so that every host saves and stops at the
-        same step (one tiny all-gather per step, only when there are several processes)."""
+        """Whether to save and stop after this step on SIGTERM. With several processes, JAX's preemption service
+        (set up by `jax.distributed.initialize`, which installs its own SIGTERM notifier in every process) makes
+        all of them agree on the first step every host can stop at, so they save and stop together; until a
+        notice arrives the check is local, so the step loop keeps dispatching ahead."""
         if jax.process_count() == 1:
             return self.stop.requested
-        return bool(multihost_utils.process_allgather(np.int32(self.stop.requested)).max())
+        if multihost_utils.reached_preemption_sync_point(self.step):
+            logging.warning("SIGTERM (a preemption notice) reached a process of this run: every process saves "
+                            "at step %d and stops.", self.step)
+            return True
+        return False
 
     def _regularization(self, cached):
         """`(values, device values)` of the progressive regularization at the current step (cached)."""
