@@ -775,3 +775,37 @@ def test_small_updates_that_lower_the_loss_or_reach_the_healthy_range_are_no_lr_
     assert "lr_too_low" not in ids(analyze(slow)), analyzer.format_findings(analyze(slow))
     moving = _low_lr_run([2.47, 2.56, 2.48, 2.50, 2.42, 2.53], [2e-4] * 6)
     assert "lr_too_low" not in ids(analyze(moving)), analyzer.format_findings(analyze(moving))
+
+
+def _skewed_training(predicted: list[float], train_labels: list[float]):
+    """A patch giving every eval these prediction shares and the training split these label shares."""
+    def patch(train, evals):
+        for record in evals:
+            record.update(predicted_histogram=predicted, train_label_histogram=train_labels)
+    return patch
+
+
+ZEROS_69 = [0.69] + [0.0344] * (K - 1)  # the zoo's skewed digits folder: 69% zeros in training, balanced eval
+
+
+def test_predictions_that_follow_a_skewed_training_split_are_the_data_cause_without_one_class_winning():
+    # Train accuracy climbs, eval accuracy stays low; the predictions are spread over three classes (no single
+    # class reaches 80%) and far from the balanced eval labels, while the training split is 69% zeros.
+    predicted = [0.32, 0.52, 0.12, 0.04] + [0.0] * (K - 4)
+    run = make_run(loss=falling(1.5, 0.77), accuracy=list(np.linspace(0.59, 0.72, 10)), eval_accuracy=0.23,
+                   patch=_skewed_training(predicted, ZEROS_69))
+    findings = problems(analyze(run))
+    assert ids(findings) == ["one_class_collapse"], analyzer.format_findings(findings)
+    evidence = findings[0].evidence
+    assert evidence["train_eval_label_variation"] == pytest.approx(0.59, abs=1e-3)
+    assert evidence["prediction_label_variation"] == pytest.approx(0.66, abs=1e-3)
+    assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
+
+
+def test_a_skewed_training_split_whose_predictions_match_the_eval_labels_is_no_finding():
+    # Near misses: the same skewed training split, but the model predicts the eval classes in about their shares
+    # (class weighting worked); and predictions as skewed as above with a balanced training split.
+    balanced_predictions = make_run(patch=_skewed_training([0.12] + [0.0978] * (K - 1), ZEROS_69))
+    assert "one_class_collapse" not in ids(analyze(balanced_predictions))
+    balanced_training = make_run(patch=_skewed_training([0.32, 0.52, 0.12, 0.04] + [0.0] * (K - 4), [0.1] * K))
+    assert "one_class_collapse" not in ids(analyze(balanced_training))

@@ -104,11 +104,12 @@ def train_record(summary: dict, module_names: tuple[str, ...], order: tuple[str,
 
 
 def eval_record(scalars: dict, confusion: np.ndarray, class_names, *, task: str, step: int,
-                steps_per_epoch: int) -> dict:
-    """The eval record (JSON dict of an `EvalRecord`) at `step` from the eval scalars and the [true, predicted]
-    confusion counts."""
+                steps_per_epoch: int, train_label_counts=()) -> dict:
+    """The eval record (JSON dict of an `EvalRecord`) at `step` from the eval scalars, the [true, predicted]
+    confusion counts and the training split's label counts."""
     confusion = np.asarray(confusion, np.float64)
     total = max(confusion.sum(), 1.0)
+    train_counts = np.asarray(train_label_counts, np.float64)
     segmentation = task == "segmentation"
     record = EvalRecord(
         step=step, epoch=step / steps_per_epoch, task=task, loss=float(scalars["eval_loss"]),
@@ -116,6 +117,7 @@ def eval_record(scalars: dict, confusion: np.ndarray, class_names, *, task: str,
         class_names=tuple(class_names), per_class_accuracy=tuple(per_class_recall(confusion).tolist()),
         predicted_histogram=tuple((confusion.sum(0) / total).tolist()),
         label_histogram=tuple((confusion.sum(1) / total).tolist()),
+        train_label_histogram=tuple((train_counts / max(train_counts.sum(), 1.0)).tolist()),
         confusion=tuple(tuple(row) for row in confusion.astype(np.int64).tolist())
         if len(class_names) <= MAX_CONFUSION_CLASSES else None,
         dice_per_class=tuple(float(scalars[f"eval_dice/{n}"]) for n in class_names) if segmentation else (),

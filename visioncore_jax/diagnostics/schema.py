@@ -209,6 +209,7 @@ class EvalRecord:
     per_class_accuracy: tuple[float, ...] = ()   # recall of each class (pixels for segmentation)
     predicted_histogram: tuple[float, ...] = ()  # share of predictions per class
     label_histogram: tuple[float, ...] = ()      # share of labels per class
+    train_label_histogram: tuple[float, ...] = ()  # share of each class in the training split (pixels for seg.)
     confusion: tuple[tuple[int, ...], ...] | None = None  # [true, predicted]; None above MAX_CONFUSION_CLASSES
     dice_per_class: tuple[float, ...] = ()       # segmentation only
     iou_per_class: tuple[float, ...] = ()
@@ -244,6 +245,7 @@ class EvalRecord:
             per_class_accuracy=_floats(value.get("per_class_accuracy")),
             predicted_histogram=_floats(value.get("predicted_histogram")),
             label_histogram=_floats(value.get("label_histogram")),
+            train_label_histogram=_floats(value.get("train_label_histogram")),
             confusion=tuple(tuple(as_int(c) for c in row) for row in confusion)
             if isinstance(confusion, list) and all(isinstance(r, list) for r in confusion) else None,
             dice_per_class=_floats(value.get("dice_per_class")), iou_per_class=_floats(value.get("iou_per_class")),

@@ -156,7 +156,7 @@ class _Diagnostics:
             self._write_tensorboard(step, record)
         self._records.write(diagnostics_records.eval_record(
             eval_scalars, confusion, experiment.info.class_names, task=experiment.info.task, step=step,
-            steps_per_epoch=experiment.steps_per_epoch))
+            steps_per_epoch=experiment.steps_per_epoch, train_label_counts=experiment.info.train_label_counts))
         self.events = []
         self.period_start = step
 
