@@ -809,3 +809,12 @@ def test_a_skewed_training_split_whose_predictions_match_the_eval_labels_is_no_f
     assert "one_class_collapse" not in ids(analyze(balanced_predictions))
     balanced_training = make_run(patch=_skewed_training([0.32, 0.52, 0.12, 0.04] + [0.0] * (K - 4), [0.1] * K))
     assert "one_class_collapse" not in ids(analyze(balanced_training))
+
+
+def test_eval_records_carry_the_training_label_shares():
+    from visioncore_jax.diagnostics import records
+
+    scalars = {"eval_loss": 1.0, "eval_accuracy": 0.5, "eval_balanced_accuracy": 0.5}
+    record = records.eval_record(scalars, np.array([[3, 1], [1, 3]]), ("a", "b"), task="classification", step=10,
+                                 steps_per_epoch=10, train_label_counts=(30, 10))
+    assert record["train_label_histogram"] == [0.75, 0.25] and record["label_histogram"] == [0.5, 0.5]
