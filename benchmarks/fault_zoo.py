@@ -28,7 +28,8 @@ flags.DEFINE_list("ids", [], "Only these catalog ids ('healthy' for the healthy 
 flags.DEFINE_enum("half", "both", ["both", "calibration", "held_out"], "Which half of the variants.")
 flags.DEFINE_integer("max_runs", 0, "Stop after this many new runs (0: all).")
 flags.DEFINE_integer("jobs", 1, "Runs in parallel processes (1 on a shared 2-core machine).")
-flags.DEFINE_bool("repair", False, "Also run verified repair on faulty runs whose fault is in the config alone.")
+flags.DEFINE_bool("repair", False, "Also run verified repair on faulty runs whose fault is in the config alone "
+                  "(first on the selected runs already trained, then on new ones).")
 flags.DEFINE_bool("summarize", False, "Only print the tables of --out.")
 flags.DEFINE_bool("reanalyze", False, "Analyse the trained runs' kept workdirs again with the current rules, "
                   "update --out, print the tables (no training).")
@@ -90,7 +91,6 @@ def _workdir(scratch: str, name: str) -> str:
 
 def run_variant(variant: Variant, ctx: Context, repair: bool) -> dict:
     """Runs one variant; returns its result row (flagged ids in rank order, top-1 / top-3, wall time)."""
-    from visioncore_jax.tools import repair as repair_tool
     from visioncore_jax.tools.overrides import apply_overrides
     from visioncore_jax.tools.preflight import CHECKS, run_preflight
     from visioncore_jax.train import train_and_evaluate
@@ -122,16 +122,40 @@ def run_variant(variant: Variant, ctx: Context, repair: bool) -> dict:
     if variant.kind == "preflight":
         row["top1"] = bool(ids) and ids[0] == variant.expected if variant.expected else not ids
         row["top3"] = variant.expected in ids[:3] if variant.expected else not ids
-    if repair and variant.expected and variant.kind == "run" and variant.config_route:
-        start = time.perf_counter()
-        try:
-            result = repair_tool.repair(workdir)
-            row["repair"] = {"verified": result.best is not None, "best": result.best.name if result.best else None,
-                             "command": result.command, "trials": len(result.trials), "budget": result.budget,
-                             "wall_s": time.perf_counter() - start}
-        except Exception as error:
-            row["repair"] = {"verified": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+    if repair and _repairable(variant):
+        repair_row(row, workdir)
     return row
+
+
+def _repairable(variant: Variant) -> bool:
+    """A faulty trained run whose fault is in its config alone (repair reads the config from the workdir)."""
+    return bool(variant.expected) and variant.kind == "run" and variant.config_route
+
+
+def repair_row(row: dict, workdir: str) -> None:
+    """Runs verified repair on a trained run's `workdir`; stores the outcome as `row['repair']`."""
+    from visioncore_jax.tools import repair as repair_tool
+
+    start = time.perf_counter()
+    try:
+        result = repair_tool.repair(workdir)
+        row["repair"] = {"verified": result.best is not None, "best": result.best.name if result.best else None,
+                         "command": result.command, "trials": len(result.trials), "budget": result.budget,
+                         "wall_s": time.perf_counter() - start}
+    except Exception as error:
+        row["repair"] = {"verified": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+
+
+def repair_done_runs(rows: list[dict], scratch: str, save) -> None:
+    """With --repair: repairs the selected runs already trained (workdir kept) that have no repair outcome yet."""
+    selected = {v.name: v for v in _selected(variants()) if _repairable(v)}
+    pending = [r for r in rows if r["name"] in selected and "repair" not in r and "error" not in r
+               and os.path.isdir(_workdir(scratch, r["name"]))]
+    for row in pending[:FLAGS.max_runs or None]:
+        repair_row(row, _workdir(scratch, row["name"]))
+        print(f"{row['name']}: repair verified={row['repair']['verified']} best={row['repair'].get('best')}",
+              flush=True)
+        save()
 
 
 def _load(path: str) -> list[dict]:
@@ -229,6 +253,8 @@ def main(argv):
         _save(out, rows)
         print(summarize(rows))
         return
+    if FLAGS.repair:
+        repair_done_runs(rows, FLAGS.scratch, lambda: _save(out, rows))
     done = {r["name"] for r in rows}
     todo = [v for v in _selected(variants()) if v.name not in done]
     if FLAGS.max_runs:
