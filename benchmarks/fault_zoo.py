@@ -49,6 +49,16 @@ def _metric(workdir: str) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def ranking(ids: list[str], explained, expected: str | None, cause: str | None) -> tuple[bool, bool, bool]:
+    """(top-1, top-3, named through its cause) of a run whose warnings/errors are `ids` in rank order, the first
+    of them explaining the symptoms `explained`. A healthy run (`expected` None) scores when nothing is flagged;
+    `cause` first, explaining `expected`, names the fault."""
+    if expected is None:
+        return not ids, not ids, False
+    by_cause = bool(ids) and cause is not None and ids[0] == cause and expected in explained
+    return (bool(ids) and ids[0] == expected) or by_cause, expected in ids[:3] or by_cause, by_cause
+
+
 def analyze_run(row: dict, workdir: str, variant: Variant) -> list[str]:
     """Fills `row` from the analyzer's findings on a trained run's `workdir`: flagged ids in rank order, the first
     recommendation, the final metric, top-1 / top-3 (`variant.cause` first, explaining `expected`, counts as
@@ -62,13 +72,7 @@ def analyze_run(row: dict, workdir: str, variant: Variant) -> list[str]:
         else None
     row["metric"] = _metric(workdir)
     explained = findings[0].evidence.get("explains", ()) if findings else ()
-    by_cause = bool(ids) and variant.cause is not None and ids[0] == variant.cause and variant.expected in explained
-    row["named_by_cause"] = by_cause
-    if variant.expected:
-        row["top1"] = (bool(ids) and ids[0] == variant.expected) or by_cause
-        row["top3"] = variant.expected in ids[:3] or by_cause
-    else:
-        row["top1"] = row["top3"] = not ids
+    row["top1"], row["top3"], row["named_by_cause"] = ranking(ids, explained, variant.expected, variant.cause)
     return ids
 
 

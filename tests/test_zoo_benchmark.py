@@ -102,3 +102,36 @@ def test_summary_counts_each_half_and_false_alarms():
     text = summarize(rows)
     assert "| `nonfinite` | run | 1/1 | 1/1 | 0/1 | 1/1 | dead_units:warning |" in text
     assert "False alarms: 1 of 1 healthy runs." in text
+
+
+def test_summary_counts_up_front_input_errors_and_causes_named_for_their_symptom():
+    rows = [
+        # Input validation stopped a faulty run with its one line: named first. A crash of another kind is not.
+        {"name": "s/0", "expected": "split_class_mismatch", "kind": "preflight", "half": "calibration",
+         "flagged": [], "error": "InputError: Classes in test but not in train: 7, 8, 9", "wall_s": 1.0},
+        {"name": "s/1", "expected": "split_class_mismatch", "kind": "preflight", "half": "held_out",
+         "flagged": [], "error": "ValueError: shapes", "wall_s": 1.0},
+        # The LR named first, explaining the NaN it caused.
+        {"name": "n/0", "expected": "nonfinite", "kind": "run", "half": "calibration",
+         "flagged": ["lr_too_high:error"], "top1": True, "top3": True, "named_by_cause": True, "wall_s": 5.0},
+        # An input error on a healthy run is a false alarm.
+        {"name": "h/0", "expected": None, "kind": "run", "half": "calibration", "flagged": [],
+         "error": "InputError: bad", "wall_s": 1.0},
+    ]
+    text = summarize(rows)
+    assert ("| `split_class_mismatch` | preflight (1 stopped by input validation) | 1/1 | 1/1 | 0/1 | 0/1 | "
+            "ValueError |") in text
+    assert "| `nonfinite` | run (1 named through their cause) | 1/1 | 1/1 | 0/0 | 0/0 |  |" in text
+    assert "**calibration**: top-1 2/2 (100%)" in text and "**held_out**: top-1 0/1 (0%)" in text
+    assert "False alarms: 1 of 1 healthy runs." in text
+
+
+def test_a_cause_names_its_symptom_only_when_declared_and_explaining_it():
+    from benchmarks.fault_zoo import ranking
+
+    assert ranking(["lr_too_high"], ("nonfinite",), "nonfinite", "lr_too_high") == (True, True, True)
+    assert ranking(["lr_too_high"], (), "nonfinite", "lr_too_high") == (False, False, False)  # explains nothing
+    assert ranking(["lr_too_high"], ("nonfinite",), "nonfinite", None) == (False, False, False)  # not declared
+    assert ranking(["dead_units", "nonfinite"], (), "nonfinite", None) == (False, True, False)
+    assert ranking([], (), None, None) == (True, True, False)
+    assert ranking(["overfitting"], (), None, None) == (False, False, False)
