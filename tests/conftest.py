@@ -19,20 +19,30 @@ from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tfds_data_dir(tmp_path_factory):
-    """One TFDS data dir per test run with the embedded datasets prepared: shared by the xdist workers (their
-    temp dirs have a common parent), prepared once by the first worker to take the lock."""
+def prepare_tfds(tmp_path_factory):
+    """`prepare_tfds(*names)`: the test run's one TFDS data dir with those embedded datasets (`DATASETS` names)
+    prepared. Shared by the xdist workers (their temp dirs have a common parent); each dataset is prepared once, by
+    the first worker to take the lock, and only when a test asks for it."""
     from visioncore_jax.data import DATASETS, tfds_builder
 
     root = tmp_path_factory.getbasetemp()
     root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
     path = str(root / "tensorflow_datasets")
-    with open(root / "tensorflow_datasets.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for name, spec in DATASETS.items():
-            if name.startswith("embedded_"):
-                tfds_builder(spec.tfds_name, path)
-    return path
+
+    def prepare(*names: str) -> str:
+        with open(root / "tensorflow_datasets.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for name in names:
+                tfds_builder(DATASETS[name].tfds_name, path)
+        return path
+
+    return prepare
+
+
+@pytest.fixture(scope="session")
+def tfds_data_dir(prepare_tfds):
+    """The shared TFDS data dir with the embedded shapes prepared (what most tests train on)."""
+    return prepare_tfds("embedded_shapes")
 
 
 def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:

@@ -69,9 +69,9 @@ def test_healthy_single_pathway_resnet(config, pipeline, tmp_path):
     assert_healthy(findings_of(config, tmp_path, pipeline=pipeline))
 
 
-def test_healthy_cbam_unet_segmentation(tfds_data_dir, tmp_path):
+def test_healthy_cbam_unet_segmentation(prepare_tfds, tmp_path):
     config = seg_cbam.get_config()
-    config.data.update(data_dir=tfds_data_dir, eval_split="test[:256]")
+    config.data.update(data_dir=prepare_tfds("embedded_masks"), eval_split="test[:256]")
     config.model.unet.widths = (8, 16)
     config.schedule.warmup_epochs = 0.0
     config.diagnostics.report = False

@@ -41,9 +41,9 @@ def test_confusion_summary():
 
 
 @pytest.mark.slow
-def test_long_tailed_run_reports_per_class_metrics(tfds_data_dir, tmp_path):
+def test_long_tailed_run_reports_per_class_metrics(prepare_tfds, tmp_path):
     config = imbalanced.get_config()
-    config.data.data_dir = tfds_data_dir
+    config.data.data_dir = prepare_tfds("embedded_shapes_longtail")
     config.model.update(width=8, num_blocks=(1, 1))
     config.training.update(num_epochs=-1, num_train_steps=4, batch_size=32, log_every_steps=2,
                            eval_batch_size=512)

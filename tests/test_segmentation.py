@@ -60,9 +60,9 @@ def test_embedded_masks_are_deterministic_and_cover_every_class():
 
 
 @pytest.mark.slow
-def test_cbam_unet_config_trains_end_to_end_with_dice_metrics(tfds_data_dir, tmp_path):
+def test_cbam_unet_config_trains_end_to_end_with_dice_metrics(prepare_tfds, tmp_path):
     config = seg_cbam.get_config()
-    config.data.data_dir = tfds_data_dir
+    config.data.data_dir = prepare_tfds("embedded_masks")
     config.model.unet.widths = (8, 16)
     config.schedule.warmup_epochs = 0.0
     config.training.update(num_epochs=-1, num_train_steps=6, batch_size=32, eval_batch_size=400,

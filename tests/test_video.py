@@ -38,9 +38,9 @@ def test_every_frame_gets_the_same_crop_and_flip():
     assert changed >= 4  # and augmentation does happen
 
 
-def test_clips_carry_behavior_vectors_into_the_batches(tfds_data_dir):
+def test_clips_carry_behavior_vectors_into_the_batches(prepare_tfds):
     config = video_convgru.get_config()
-    config.data.data_dir = tfds_data_dir
+    config.data.data_dir = prepare_tfds("embedded_clips")
     pipeline = build_input(config)
     batch = next(pipeline.train_batches(32))
     assert batch["behavior"].shape == (32, 8, 2) and batch["color"].shape == (32, 8, 16, 16, 3)
@@ -51,9 +51,9 @@ def test_clips_carry_behavior_vectors_into_the_batches(tfds_data_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("behavior_embed_dim", [0, 4])
-def test_convgru_clip_classifier_trains_end_to_end(tfds_data_dir, tmp_path, behavior_embed_dim):
+def test_convgru_clip_classifier_trains_end_to_end(prepare_tfds, tmp_path, behavior_embed_dim):
     config = video_convgru.get_config()
-    config.data.data_dir = tfds_data_dir
+    config.data.data_dir = prepare_tfds("embedded_clips")
     config.model.encoder_widths = (8,)
     config.model.gru.hidden = 8
     config.model.behavior_embed_dim = behavior_embed_dim
