@@ -65,10 +65,14 @@ def test_divergence_rolls_back_cuts_the_lr_and_finishes(config, tmp_path, monkey
     assert int(state.step) == 12 and float(state.lr_scale) == 0.5
     assert all(np.isfinite(p).all() for p in jax.tree.leaves(jax.device_get(state.params)))
     scalars = read_scalars(str(tmp_path))
-    # Steps 4-8 were skipped: the checkpoints at 4 and 6 fall inside the streak, the one at 2 is before it.
-    assert scalars["train_rollbacks"] == [(8, 1.0)]
+    # Steps 4-8 were skipped: the checkpoints at 4 and 6 fall inside the streak, the one at 2 is before it. The
+    # diverged steps' events are gone: every step is logged once, and the rollback at the step it returned to.
+    assert scalars["train_rollbacks"] == [(2, 1.0)]
     (event,) = read_texts(str(tmp_path), "events")
-    assert "rolled back to step 2" in event and "multiplied the LR by 0.5" in event
+    assert "at step 8; rolled back to step 2" in event and "multiplied the LR by 0.5" in event
+    for tag, series in scalars.items():
+        steps = [step for step, _ in series]
+        assert steps == sorted(set(steps)), (tag, steps)
     # The LR logged after the rollback is the schedule's times the cut.
     schedule = build_schedule(config, 12_000 // 32, 12)
     step, logged = scalars["train_learning_rate"][-1]

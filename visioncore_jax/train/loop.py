@@ -408,8 +408,11 @@ class _Trainer:
         message = (f"NaN recovery: {reason} at step {self.step}; rolled back to step {back_to} and multiplied the "
                    f"LR by {nan_recovery.lr_factor} (rollback {rollbacks} of at most {nan_recovery.max_rollbacks}).")
         logging.warning(message)
-        self.writer.write_texts(self.step, {"events": message})
-        self.writer.write_scalars(self.step, {"train_rollbacks": rollbacks})
+        # TensorBoard, like the records, keeps the trajectory the model follows: the diverged steps go, each step
+        # is written once, and the rollback is logged at the step it returned to.
+        self.writer.rewind(back_to)
+        self.writer.write_texts(back_to, {"events": message})
+        self.writer.write_scalars(back_to, {"train_rollbacks": rollbacks})
         events = [e for e in self.diagnostics.events if e["step"] <= back_to]
         self.diagnostics.restart(back_to)
         self._load_log_state(saved)  # the log window and diagnostics period as they were at `back_to`

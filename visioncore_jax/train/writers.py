@@ -53,6 +53,16 @@ class _ProgressLog(metric_writers.LoggingWriter):
 class _Events(metric_writers.SummaryWriter):
     """TensorBoard event files, with the hparams metrics declared (see the module docstring)."""
 
+    def __init__(self, logdir: str):
+        super().__init__(logdir)
+        self._logdir = logdir
+
+    def rewind(self, step: int) -> None:
+        """Drops every event after `step` and continues in a new file."""
+        self._summary_writer.close()
+        truncate_events_after(self._logdir, step)
+        self._summary_writer = tf.summary.create_file_writer(self._logdir)
+
     def write_hparams(self, hparams: Mapping[str, Any]):
         with self._summary_writer.as_default():
             hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in hparams],
@@ -60,11 +70,24 @@ class _Events(metric_writers.SummaryWriter):
             hparams_api.hparams(dict(hparams))
 
 
-def create_writer(workdir: str, *, writes_events: bool) -> metric_writers.MetricWriter:
-    """The run's asynchronous writer: TensorBoard events in `workdir` (only where `writes_events`, i.e.
-    process 0) and the text log."""
-    writers = [_ProgressLog()] + ([_Events(workdir)] if writes_events else [])
-    return metric_writers.AsyncMultiWriter(writers)
+class RunWriter(metric_writers.AsyncMultiWriter):
+    """The run's asynchronous writer: TensorBoard events in `workdir` (only where `writes_events`, i.e. process 0)
+    and the text log; `rewind` takes the events back to a step."""
+
+    def __init__(self, workdir: str, writes_events: bool):
+        self._events = _Events(workdir) if writes_events else None
+        super().__init__([_ProgressLog()] + ([self._events] if self._events else []))
+
+    def rewind(self, step: int) -> None:
+        """Drops the events after `step` (a NaN rollback trains those steps again), after writing what is queued."""
+        self.flush()
+        if self._events is not None:
+            self._events.rewind(step)
+
+
+def create_writer(workdir: str, *, writes_events: bool) -> RunWriter:
+    """The run's writer (see `RunWriter`)."""
+    return RunWriter(workdir, writes_events)
 
 
 def truncate_events_after(workdir: str, step: int) -> None:
