@@ -311,7 +311,7 @@ def _run_variants() -> list[tuple]:
         ("params_not_updating", "tiny_dual", "shapes", "extreme", dict(api=_model(
             lambda: TinyDual(stop_brightness=True)))),
         ("params_not_updating", "resnet", "digits", "extreme", dict(overrides={"optimizer.lr_multipliers":
-         (("color/stage0.*", 0.0),)})),
+         (("color/stage1.*", 0.0),)})),
         # pathway_imbalance: the brightness input scaled down.
         ("pathway_imbalance", "tiny_dual", "shapes", "extreme", dict(api=_model_and_pipeline(
             TinyDual, _scale_brightness(1e-4)))),

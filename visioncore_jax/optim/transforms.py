@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from visioncore_jax.errors import InputError
+
 
 def all_finite(tree) -> jax.Array:
     """True when every element of every array in `tree` is finite."""
@@ -107,8 +109,9 @@ def scale_by_module(multipliers: Sequence[tuple[str, float]]) -> optax.GradientT
         paths = [path_of(key_path) for key_path, _ in jax.tree_util.tree_leaves_with_path(params)]
         for pattern, _ in compiled:
             if not any(pattern.fullmatch(path) for path in paths):
-                raise ValueError(f"config.optimizer.lr_multipliers: pattern {pattern.pattern!r} matches no "
-                                 f"parameter; paths look like {paths[:3]}.")
+                raise InputError(f"--config.optimizer.lr_multipliers: pattern {pattern.pattern!r} matches no "
+                                 f"parameter of this model; a pattern must match a whole path, and paths look like "
+                                 f"{paths[:3]}.")
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
