@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from configs import vc_resnet
 from tests.fault_zoo import FaultyPipeline, PlainCNN, zoo_config
 from visioncore_jax.data import DatasetSpec, InputPipeline, build_input
 from visioncore_jax.data.sources import dataset_info
@@ -156,6 +157,18 @@ def test_output_probabilities_softmax_in_the_head(config, shared_pipeline):
 def test_gradient_reach_module_outside_the_loss(config, shared_pipeline):
     result = check(config, "gradient_reach", model=PlainCNN(unused_branch=True), pipeline=shared_pipeline)
     assert result.status == "FAIL" and result.evidence["unreached"] == ["unused"]
+
+
+def test_gradient_reach_sees_past_identity_at_init_residual_blocks(config, shared_pipeline):
+    # The VisionCore ResNet's residual branches end in a norm whose scale starts at 0: at initialization no
+    # gradient reaches them (the fault zoo's healthy vc_resnet failed this check); after one step it does.
+    config.model = vc_resnet.get_config().model
+    config.model.vc.channels = (8, 16)
+    config.model.vc.strides = (1, 2)
+    result = check(config, "gradient_reach", pipeline=shared_pipeline)
+    assert result.status == "PASS", result.message
+    assert result.evidence["unreached"] == []
+    assert "stage0_block0/ConvBlock_0" in result.evidence["reached_after_one_step"]
 
 
 @pytest.mark.slow

@@ -29,6 +29,9 @@ MAX_ABS_MEAN, STD_RANGE, UNNORMALIZED_ABS = 1.0, (0.2, 5.0), 50.0
 IMBALANCE_RATIO, DOMINANT_SHARE = 10.0, 0.5
 # init_loss: WARN beyond 1.5x the label entropy (ln K when balanced), FAIL beyond 3x.
 INIT_LOSS_WARN, INIT_LOSS_FAIL = 1.5, 3.0
+# gradient_reach: modules silent at initialization are probed again after one gradient step of this norm (any
+# non-zero step moves a zero-initialised scale off 0; small enough to stay near the initialization).
+PROBE_STEP_NORM = 1e-2
 # pathway_inputs: brightness must equal the BT.601 luma of the color input within this (pixel units in [0, 1]).
 LUMA_TOLERANCE = 1e-3
 # overfit_one_batch: accuracy reached on one fixed batch of OVERFIT_EXAMPLES after the configured steps.
@@ -49,9 +52,8 @@ class _Context:
         self.eval_batches = list(self.pipeline.eval_batches(self.config.training.eval_batch_size))
         self.state = experiment.init_state()
 
-    @functools.cached_property
-    def outputs_loss_grads(self):
-        """Model outputs, data loss and gradients of the first training batch at initialization."""
+    def _value_and_grad(self):
+        """jit(value_and_grad) of the data loss on the first training batch, as a function of the params."""
         state, task, batch = self.state, self.experiment.task, self.train_batches[0]
 
         def loss_fn(params):
@@ -60,8 +62,24 @@ class _Context:
                                         mutable=["batch_stats"])
             return task.data_loss(outputs, batch["label"], 0.0), outputs
 
-        (loss, outputs), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(state.params)
+        return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+
+    @functools.cached_property
+    def outputs_loss_grads(self):
+        """Model outputs, data loss and gradients of the first training batch at initialization."""
+        (loss, outputs), grads = self._value_and_grad()(self.state.params)
         return jax.device_get(outputs), float(loss), jax.device_get(grads)
+
+    @functools.cached_property
+    def grads_after_probe_step(self):
+        """The same batch's gradients after one gradient-descent step of norm PROBE_STEP_NORM from the
+        initialization: a branch behind a zero-initialised scale (a residual block that is the identity at
+        initialization) gets its gradient only once that scale has moved."""
+        _, _, grads = self.outputs_loss_grads
+        norm = max(float(optax.global_norm(grads)), 1e-30)
+        params = jax.tree.map(lambda p, g: p - PROBE_STEP_NORM / norm * g, self.state.params, grads)
+        _, probed = self._value_and_grad()(params)
+        return jax.device_get(probed)
 
 
 def _inputs(batches) -> dict[str, np.ndarray]:
@@ -241,20 +259,37 @@ def check_output_probabilities(ctx: _Context) -> CheckResult:
     return CheckResult("output_probabilities", "PASS", "Model outputs are unnormalized logits.", evidence)
 
 
-def check_gradient_reach(ctx: _Context) -> CheckResult:
-    """Every module receives a non-zero gradient at initialization."""
-    _, _, grads = ctx.outputs_loss_grads
+def _module_grad_norms(grads) -> dict[str, float]:
+    """Sum of squared gradients per module (the top two levels of the parameter tree)."""
     norms = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
         module = module_of(tuple(k.key for k in path))
         norms[module] = norms.get(module, 0.0) + float(np.sum(np.square(leaf, dtype=np.float64)))
-    unreached = [m for m, v in norms.items() if v == 0 or not math.isfinite(v)]
-    evidence = {"modules": len(norms), "unreached": unreached[:20]}
+    return norms
+
+
+def _reached(value: float) -> bool:
+    return value > 0 and math.isfinite(value)
+
+
+def check_gradient_reach(ctx: _Context) -> CheckResult:
+    """Every module receives a non-zero gradient, at initialization or (behind a zero-initialised scale, as in
+    identity-at-init residual blocks) after one small gradient step."""
+    _, _, grads = ctx.outputs_loss_grads
+    norms = _module_grad_norms(grads)
+    silent_at_init = [m for m, v in norms.items() if not _reached(v)]
+    probed = _module_grad_norms(ctx.grads_after_probe_step) if silent_at_init else {}
+    unreached = [m for m in silent_at_init if not _reached(probed.get(m, 0.0))]
+    after_one_step = [m for m in silent_at_init if m not in unreached]
+    evidence = {"modules": len(norms), "unreached": unreached[:20], "reached_after_one_step": after_one_step[:20]}
     if unreached:
-        return CheckResult("gradient_reach", "FAIL", f"{len(unreached)} of {len(norms)} modules get no gradient: "
-                           f"{unreached[:5]}.", evidence, ("Connect these modules to the output (or remove them); "
-                                                           "look for stop_gradient or unused branches.",))
-    return CheckResult("gradient_reach", "PASS", f"All {len(norms)} modules get a gradient.", evidence)
+        return CheckResult("gradient_reach", "FAIL", f"{len(unreached)} of {len(norms)} modules get no gradient, "
+                           f"also after one gradient step: {unreached[:5]}.", evidence,
+                           ("Connect these modules to the output (or remove them); look for stop_gradient or "
+                            "unused branches.",))
+    later = (f" ({len(after_one_step)} only after one step: they sit behind a zero-initialised scale)"
+             if after_one_step else "")
+    return CheckResult("gradient_reach", "PASS", f"All {len(norms)} modules get a gradient{later}.", evidence)
 
 
 def check_overfit_one_batch(ctx: _Context) -> CheckResult:
