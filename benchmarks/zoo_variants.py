@@ -409,8 +409,8 @@ def _preflight_variants() -> list[tuple]:
 
 
 def _healthy_variants() -> list[tuple]:
-    """(None, family, dataset, kind, fields) of the healthy runs: optimizers x schedules x families, and three
-    healthy preflights."""
+    """(None, family, dataset, kind, fields) of the healthy runs: optimizers x schedules x families, and a healthy
+    preflight of each of the five families."""
     sgd = {"optimizer.name": "sgd", "optimizer.nesterov": True, "optimizer.learning_rate": 0.05}
     onecycle = {"schedule.name": "onecycle"}
     sgdr = {"schedule.name": "cosine_restarts", "schedule.cycle_epochs": -1.0, "schedule.cycle_steps": 40}
@@ -432,6 +432,8 @@ def _healthy_variants() -> list[tuple]:
         (None, "dual_resnet", "shapes", "preflight", {}),
         (None, "resnet", "digits", "preflight", {}),
         (None, "video_convgru", "clips", "preflight", {}),
+        (None, "vc_resnet", "shapes", "preflight", {}),
+        (None, "seg_cbam", "masks", "preflight", {}),
     ]
 
 
