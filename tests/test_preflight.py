@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import vc_resnet
+from configs import seg_cbam, vc_resnet
 from tests.fault_zoo import FaultyPipeline, PlainCNN, zoo_config
 from visioncore_jax.data import DatasetSpec, InputPipeline, build_input
 from visioncore_jax.data.sources import dataset_info
@@ -142,6 +142,18 @@ def test_pathway_inputs_brightness_from_another_crop(config, faulty):
 
     result = check(config, "pathway_inputs", pipeline=faulty(shifted_brightness))
     assert result.status == "FAIL" and result.evidence["max_abs_luma_error"] > 0.1
+
+
+def test_init_loss_expects_the_task_loss_of_uniform_predictions(prepare_tfds):
+    # The U-Net's loss is cross-entropy + Dice over imbalanced pixel classes: the label entropy (0.86) is no
+    # baseline for a fresh model (2.07 at init on the embedded masks); the loss of all-zero logits is.
+    config = seg_cbam.get_config()
+    config.data.data_dir = prepare_tfds("embedded_masks")
+    config.model.widths = (8, 16)
+    config.training.batch_size = 16
+    result = check(config, "init_loss")
+    assert result.status == "PASS", result.message
+    assert 1.9 < result.evidence["expected"] < 2.5 and 0.7 < result.evidence["ratio"] < 1.3
 
 
 def test_init_loss_logits_times_100(config, shared_pipeline):

@@ -27,7 +27,7 @@ SAMPLE_BATCHES = 4  # training batches inspected by the data checks
 MAX_ABS_MEAN, STD_RANGE, UNNORMALIZED_ABS = 1.0, (0.2, 5.0), 50.0
 # class_imbalance: WARN when the largest class has 10x the examples of the smallest (or > 50% of all).
 IMBALANCE_RATIO, DOMINANT_SHARE = 10.0, 0.5
-# init_loss: WARN beyond 1.5x the label entropy (ln K when balanced), FAIL beyond 3x.
+# init_loss: WARN beyond 1.5x the loss of uniform predictions (ln K for balanced classification), FAIL beyond 3x.
 INIT_LOSS_WARN, INIT_LOSS_FAIL = 1.5, 3.0
 # gradient_reach: modules silent at initialization are probed again after one gradient step of this norm (any
 # non-zero step moves a zero-initialised scale off 0; small enough to stay near the initialization).
@@ -227,12 +227,11 @@ def check_pathway_inputs(ctx: _Context) -> CheckResult:
 
 
 def check_init_loss(ctx: _Context) -> CheckResult:
-    """The initial loss is near the label entropy (ln K for balanced labels)."""
-    _, loss, _ = ctx.outputs_loss_grads
-    labels = ctx.train_batches[0]["label"].ravel()
-    probabilities = np.bincount(labels[(labels >= 0)], minlength=ctx.info.num_classes) / labels.size
-    entropy = float(-np.sum(probabilities[probabilities > 0] * np.log(probabilities[probabilities > 0])))
-    expected = max(entropy, math.log(ctx.info.num_classes) if ctx.info.task == "classification" else entropy)
+    """The initial loss is near the loss of an uninformed model: the task's own loss (class weights, auxiliary
+    heads and a Dice term included) of all-zero logits on the same batch; ln K for plain balanced classification."""
+    outputs, loss, _ = ctx.outputs_loss_grads
+    uniform = jax.tree.map(np.zeros_like, outputs)
+    expected = float(ctx.experiment.task.data_loss(uniform, ctx.train_batches[0]["label"], 0.0))
     ratio = loss / max(expected, 1e-6)
     evidence = {"initial_loss": loss, "expected": expected, "ratio": ratio}
     if not math.isfinite(loss) or ratio > INIT_LOSS_FAIL:
