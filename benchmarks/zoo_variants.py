@@ -276,7 +276,7 @@ def _run_variants() -> list[tuple]:
         # one_class_collapse: a skewed training folder (the data cause).
         ("one_class_collapse", "resnet", "digits", "extreme", dict(digits="skewed")),
         ("one_class_collapse", "dual_resnet", "digits", "extreme", dict(digits="skewed")),
-        ("one_class_collapse", "plain_cnn", "digits", "extreme", dict(digits="skewed")),
+        ("one_class_collapse", "plain_cnn", "digits", "extreme", dict(digits="skewed", api=_model(PlainCNN))),
         # initial_loss_high: a head biased to one class, or logits scaled up at initialisation (an absurd start).
         ("initial_loss_high", "plain_cnn", "shapes", "extreme", dict(overrides={"optimizer.learning_rate": 1e-4},
          api=_model(lambda: PlainCNN(output_bias=(20.0,) + (0.0,) * 9)))),

@@ -135,3 +135,10 @@ def test_a_cause_names_its_symptom_only_when_declared_and_explaining_it():
     assert ranking(["dead_units", "nonfinite"], (), "nonfinite", None) == (False, True, False)
     assert ranking([], (), None, None) == (True, True, False)
     assert ranking(["overfitting"], (), None, None) == (False, False, False)
+
+
+def test_every_variant_of_a_test_zoo_model_family_builds_that_model():
+    # 'plain_cnn', 'gated_cnn' and 'tiny_dual' runs use the dual ResNet's config; without an api supplying the
+    # model they would silently train the dual ResNet (one_class_collapse/2 did, duplicating variant 1).
+    zoo_models = [v for v in variants() if v.family in ("plain_cnn", "gated_cnn", "tiny_dual")]
+    assert zoo_models and all(v.api is not None for v in zoo_models), [v.name for v in zoo_models if v.api is None]
