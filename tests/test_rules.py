@@ -818,3 +818,16 @@ def test_eval_records_carry_the_training_label_shares():
     record = records.eval_record(scalars, np.array([[3, 1], [1, 3]]), ("a", "b"), task="classification", step=10,
                                  steps_per_epoch=10, train_label_counts=(30, 10))
     assert record["train_label_histogram"] == [0.75, 0.25] and record["label_histogram"] == [0.5, 0.5]
+
+
+def test_isolated_nan_batches_to_the_last_step_are_nan_skips_not_a_divergence():
+    # A NaN batch every 6th step, the last step among them: the final train loss is NaN and 2 of the last 10 steps
+    # were skipped (0.2 as float32: 0.2000000003), but never two in a row and the eval loss is finite.
+    def patch(train, evals):
+        train[-1]["scalars"]["loss"]["last"] = math.nan
+        train[-1]["scalars"]["skipped"]["mean"] = float(np.float32(0.2))
+
+    run = make_run(skipped=[17] * 10, nonfinite=[1e4] * 10, patch=patch)
+    findings = problems(analyze(run))
+    assert ids(findings) == ["nan_skips"], analyzer.format_findings(findings)
+    assert findings[0].evidence["longest_skip_run"] == 1
