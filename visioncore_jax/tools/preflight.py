@@ -52,8 +52,10 @@ class _Context:
         self.eval_batches = list(self.pipeline.eval_batches(self.config.training.eval_batch_size))
         self.state = experiment.init_state()
 
+    @functools.cached_property
     def _value_and_grad(self):
-        """jit(value_and_grad) of the data loss on the first training batch, as a function of the params."""
+        """jit(value_and_grad) of the data loss on the first training batch, as a function of the params (one
+        jitted function, so the probe step reuses the compilation)."""
         state, task, batch = self.state, self.experiment.task, self.train_batches[0]
 
         def loss_fn(params):
@@ -67,7 +69,7 @@ class _Context:
     @functools.cached_property
     def outputs_loss_grads(self):
         """Model outputs, data loss and gradients of the first training batch at initialization."""
-        (loss, outputs), grads = self._value_and_grad()(self.state.params)
+        (loss, outputs), grads = self._value_and_grad(self.state.params)
         return jax.device_get(outputs), float(loss), jax.device_get(grads)
 
     @functools.cached_property
@@ -78,7 +80,7 @@ class _Context:
         _, _, grads = self.outputs_loss_grads
         norm = max(float(optax.global_norm(grads)), 1e-30)
         params = jax.tree.map(lambda p, g: p - PROBE_STEP_NORM / norm * g, self.state.params, grads)
-        _, probed = self._value_and_grad()(params)
+        _, probed = self._value_and_grad(params)
         return jax.device_get(probed)
 
 
