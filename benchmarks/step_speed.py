@@ -36,7 +36,6 @@ from absl import app, flags
 
 from configs import cifar100_mc, cifar100_resnet, default, seg_cbam, video_convgru
 from visioncore_jax.data import DatasetInfo, to_global_batch
-from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train import partitioning, train_and_evaluate
 from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps, step_options
 from visioncore_jax.train.metrics import TrainMetrics
@@ -146,18 +145,18 @@ class StepTimer:
         mesh = experiment.mesh
         self.batch = to_global_batch(next(experiment.pipeline.train_batches(experiment.config.training.batch_size)),
                                      mesh)
-        self.regularization = jax.device_put(regularization_at(experiment.config, 0.0), partitioning.replicated(mesh))
+        self.hyperparams = partitioning.put_hyperparams(experiment.hyperparams(0), mesh)
         self.train_fn, _ = jitted_steps(experiment)
         self.state = experiment.init_state()
         self.compiled = {}
-        self.empty = jax.device_get(empty_statistics(self.state, self.batch, self.regularization,
+        self.empty = jax.device_get(empty_statistics(self.state, self.batch, self.hyperparams,
                                                      **step_options(experiment)))
 
     def _args(self, statistics: bool):
         replicated = partitioning.replicated(self.experiment.mesh)
         metrics = jax.device_put(TrainMetrics.empty(), replicated)
         stats = jax.device_put(self.empty, replicated) if statistics else None
-        return self.state, metrics, stats, self.batch, self.regularization
+        return self.state, metrics, stats, self.batch, self.hyperparams
 
     def compile(self, statistics: bool) -> int | None:
         """Compiles the step (statistics on or off) once, for `images_per_sec`; returns XLA's buffer-assignment

@@ -10,7 +10,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -141,10 +140,10 @@ def one_step(config, devices, batch, regularization):
         create_train_state, mesh, model=model, tx=tx, example_inputs=example, seed=0))()
     initial_params = jax.device_get(initial.params)
     metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
-    step = functools.partial(train_step, learning_rate_fn=schedule,
-                             task=Classification(aux_loss_weight=config.model.aux_loss_weight))
+    step = functools.partial(train_step, task=Classification(aux_loss_weight=config.model.aux_loss_weight))
+    hyperparams = partitioning.put_hyperparams({"learning_rate": float(schedule(0)), **regularization}, mesh)
     state, metrics, _ = partitioning.jit_train_step(step, mesh)(initial, metrics, None, to_global_batch(batch, mesh),
-                                                                jax.device_put(regularization))
+                                                                hyperparams)
     return model, initial_params, state, metrics.compute()
 
 
@@ -154,7 +153,7 @@ def test_data_parallel_step_equals_single_device_step(config):
     config = config.copy_and_resolve_references()
     config.optimizer.name = "sgd"  # Adam's g / sqrt(v) would amplify float reduction-order noise in tiny grads
     batch = next(build_input(config).train_batches(config.training.batch_size))
-    regularization = {"dropout_rate": jnp.float32(0.1), "label_smoothing": jnp.float32(0.1)}
+    regularization = {"dropout_rate": 0.1, "label_smoothing": 0.1}
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         _, _, state, metrics = one_step(config, devices, batch, regularization)
@@ -173,7 +172,7 @@ def test_auxiliary_heads_are_trained_by_a_weighted_loss(config):
     config = config.copy_and_resolve_references()
     config.model.aux_loss_weight = 0.5
     batch = next(build_input(config).train_batches(config.training.batch_size))
-    regularization = {"dropout_rate": jnp.float32(0.0), "label_smoothing": jnp.float32(0.0)}
+    regularization = {"dropout_rate": 0.0, "label_smoothing": 0.0}
     model, initial, state, metrics = one_step(config, jax.devices()[:1], batch, regularization)
     for head in ("aux_head_color", "aux_head_brightness", "head"):
         assert np.abs(jax.device_get(state.params[head]["kernel"]) - initial[head]["kernel"]).max() > 0

@@ -1,5 +1,12 @@
-"""The optimizer chain built from `config.optimizer`: clip (with stats) → optimizer → NaN-skip around it all."""
+"""The optimizer chain built from `config.optimizer`: clip (with stats) → optimizer → NaN-skip around it all.
 
+The chain produces the updates of learning rate 1; the train step multiplies them by its LR, a runtime input
+computed on the host from the schedule. Every optimizer here applies its LR last (after momentum, Adam's moments,
+decoupled weight decay, LAMB's trust ratio), so this equals the LR inside the chain, and runs or repair trials
+that differ only in LR or schedule share one compiled program.
+"""
+
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -7,8 +14,16 @@ from visioncore_jax.optim.schedules import build_schedule
 from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, scale_by_module, skip_nonfinite
 
 
-def _base_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """SGD / Adam / AdamW / LAMB with decoupled weight decay masked to kernels."""
+def _unit_learning_rate(count):
+    """LR 1 for every update. A schedule rather than the constant 1.0 so the optimizer state keeps the update
+    count optax's scheduled optimizers carry (checkpoints of earlier versions restore unchanged)."""
+    del count
+    return jnp.ones((), jnp.float32)
+
+
+def _base_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """SGD / Adam / AdamW / LAMB at LR 1 with decoupled weight decay masked to kernels."""
+    schedule = _unit_learning_rate
     if opt.name == "sgd":
         decay = optax.add_decayed_weights(opt.weight_decay, mask=kernel_mask)
         return optax.chain(decay, optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
@@ -27,9 +42,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 
 def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                     total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns `(tx, schedule)`; `schedule(step)` is the learning rate used by train step number `step`.
+    """Returns `(tx, schedule)`; `schedule(step)` is the learning rate used by train step number `step`, by
+    which the train step multiplies the updates of `tx` (see the module docstring).
 
-    Chain: clip-by-global-norm (recording the pre-clip norm) → the optimizer with the schedule → per-module LR
+    Chain: clip-by-global-norm (recording the pre-clip norm) → the optimizer at LR 1 → per-module LR
     multipliers; with `accumulation_steps = k > 1` it is wrapped in `optax.MultiSteps` (one update per k train
     steps; the schedule then counts updates); all of it inside the NaN-skip guard, so a non-finite gradient
     leaves the parameters and every optimizer state untouched.
@@ -48,19 +64,18 @@ def learning_rate_of_steps(config: ml_collections.ConfigDict, schedule: optax.Sc
 
 def optimizer_and_learning_rate(config: ml_collections.ConfigDict,
                                 schedule: optax.Schedule) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """`(tx, learning_rate_fn)`: the configured chain driven by `schedule` (of updates), and the LR of each
-    train step (see `learning_rate_of_steps`)."""
-    return optimizer_with_schedule(config, schedule), learning_rate_of_steps(config, schedule)
+    """`(tx, learning_rate_fn)`: the configured chain at LR 1, and the LR of each train step when `schedule`
+    (of updates) drives it (see `learning_rate_of_steps`)."""
+    return optimizer_chain(config), learning_rate_of_steps(config, schedule)
 
 
-def optimizer_with_schedule(config: ml_collections.ConfigDict,
-                            schedule: optax.Schedule) -> optax.GradientTransformation:
-    """The configured optimizer chain (see `build_optimizer`) driven by `schedule` (of update numbers)."""
+def optimizer_chain(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The configured optimizer chain at LR 1 (see `build_optimizer`)."""
     opt = config.optimizer
     k = opt.accumulation_steps
     tx = optax.chain(
         clip_by_global_norm_with_stats(opt.grad_clip_norm),
-        _base_optimizer(opt, schedule),
+        _base_optimizer(opt),
         scale_by_module(tuple(opt.lr_multipliers)),
     )
     if k > 1:

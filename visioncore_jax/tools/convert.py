@@ -17,12 +17,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import traverse_util
 
 from visioncore_jax.models import build_model
 from visioncore_jax.models.recurrent import ConvGRU
-from visioncore_jax.optim.optimizers import optimizer_with_schedule
+from visioncore_jax.optim.optimizers import optimizer_chain
 from visioncore_jax.train import checkpointing
 from visioncore_jax.train.controls import LoopState
 from visioncore_jax.train.state import TrainState, create_train_state
@@ -228,10 +227,9 @@ def example_inputs(config: ml_collections.ConfigDict) -> dict:
 
 
 def initial_state(config: ml_collections.ConfigDict, model) -> TrainState:
-    """The train state main.py would start `model` with, built without the dataset: the optimizer state's
-    structure does not depend on the schedule's values, so a constant schedule builds it."""
-    tx = optimizer_with_schedule(config, optax.constant_schedule(config.optimizer.learning_rate))
-    return create_train_state(model, tx, example_inputs(config), config.seed)
+    """The train state main.py would start `model` with, built without the dataset (the optimizer chain does not
+    depend on the schedule: the LR is a train step input)."""
+    return create_train_state(model, optimizer_chain(config), example_inputs(config), config.seed)
 
 
 def write_workdir(config: ml_collections.ConfigDict, model, variables: dict, workdir: str) -> None:

@@ -13,12 +13,10 @@ import math
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
 from visioncore_jax.data import to_global_batch
-from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train import partitioning
 from visioncore_jax.train.experiment import Experiment, jitted_steps
 from visioncore_jax.train.metrics import TrainMetrics
@@ -86,13 +84,14 @@ def lr_range_test(experiment: Experiment, steps: int | None = None, min_lr: floa
     mesh = experiment.mesh
     state = sweeping.init_state()
     step_fn, _ = jitted_steps(sweeping)
-    regularization = jax.device_put({k: jnp.float32(v) for k, v in regularization_at(experiment.config, 0.0).items()},
-                                    partitioning.replicated(mesh))
     batches = experiment.pipeline.train_batches(experiment.config.training.batch_size)
     learning_rates, losses, best, stopped = [], [], math.inf, False
-    for _ in range(steps):
+    for step in range(steps):
+        # The sweep's LR with the run's regularization at its start.
+        hyperparams = partitioning.put_hyperparams(
+            experiment.hyperparams(0, learning_rate=sweeping.learning_rate_fn(step)), mesh)
         metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
-        state, metrics, _ = step_fn(state, metrics, None, to_global_batch(next(batches), mesh), regularization)
+        state, metrics, _ = step_fn(state, metrics, None, to_global_batch(next(batches), mesh), hyperparams)
         computed = metrics.compute()
         learning_rates.append(float(computed["learning_rate"]))
         losses.append(float(computed["loss"]))

@@ -308,12 +308,12 @@ def check_overfit_one_batch(ctx: _Context) -> CheckResult:
     overfit = experiment.with_schedule(optax.constant_schedule(OVERFIT_LR), optimizer=adam.optimizer)
     state = overfit.init_state()
     step_fn, _ = jitted_steps(overfit)
-    no_regularization = jax.device_put({"dropout_rate": jnp.float32(0), "label_smoothing": jnp.float32(0)},
-                                       partitioning.replicated(mesh))
+    hyperparams = partitioning.put_hyperparams({"learning_rate": OVERFIT_LR, "dropout_rate": 0.0,
+                                                "label_smoothing": 0.0}, mesh)
     steps = int(ctx.config.diagnostics.overfit_steps)
     for _ in range(steps):
         metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
-        state, metrics, _ = step_fn(state, metrics, None, batch, no_regularization)
+        state, metrics, _ = step_fn(state, metrics, None, batch, hyperparams)
     outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
     accuracy = float(jnp.mean(experiment.task.correct(outputs["logits"], batch["label"])))
     evidence = {"examples": size, "steps": steps, "accuracy": accuracy, "labels_change_between_draws": labels_changed}

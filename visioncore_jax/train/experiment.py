@@ -19,6 +19,7 @@ from visioncore_jax.errors import InputError
 from visioncore_jax.models import build_model
 from visioncore_jax.optim import build_optimizer, durations
 from visioncore_jax.optim.optimizers import optimizer_and_learning_rate
+from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train import partitioning
 from visioncore_jax.train.losses import class_weights
 from visioncore_jax.train.state import TrainState, create_train_state
@@ -59,6 +60,23 @@ class Experiment:
         init = partitioning.jit_replicated(create_train_state, self.mesh, model=self.model, tx=self.tx,
                                            example_inputs=self.example_inputs(), seed=self.config.seed)
         return partitioning.compile_run_once(init)()
+
+    @functools.cached_property
+    def learning_rates(self) -> np.ndarray:
+        """The LR of every train step of the run (float32), evaluated once on the host: the train step takes
+        its LR as an input, so the compiled program depends on neither the LR nor the schedule."""
+        # Evaluated over a power-of-two number of steps: runs of similar length reuse the eager ops' kernels.
+        steps = np.arange(1 << max(self.num_train_steps - 1, 1).bit_length())
+        rates = np.broadcast_to(np.asarray(self.learning_rate_fn(steps), np.float32), steps.shape)
+        return rates[:self.num_train_steps]
+
+    def hyperparams(self, step: int, learning_rate: float | None = None) -> dict[str, float]:
+        """The runtime hyperparameters of train step `step` (0-based): its scheduled LR (or `learning_rate`) and
+        the progressive regularization's dropout rate and label smoothing."""
+        if learning_rate is None:
+            learning_rate = self.learning_rates[step]
+        epoch = step / self.steps_per_epoch
+        return {"learning_rate": float(learning_rate), **regularization_at(self.config, epoch)}
 
     def with_schedule(self, schedule: optax.Schedule,
                       optimizer: ml_collections.ConfigDict | None = None) -> "Experiment":
@@ -114,8 +132,7 @@ def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | No
 
 def step_options(experiment: Experiment) -> dict:
     """The keyword arguments that bind `train_step` to this experiment."""
-    return dict(learning_rate_fn=experiment.learning_rate_fn, task=experiment.task,
-                weight_decay=float(experiment.config.optimizer.weight_decay))
+    return dict(task=experiment.task, weight_decay=float(experiment.config.optimizer.weight_decay))
 
 
 def jitted_steps(experiment: Experiment):

@@ -23,7 +23,6 @@ from visioncore_jax.data import InputPipeline, to_global_batch
 from visioncore_jax.diagnostics import analyzer, report
 from visioncore_jax.diagnostics import records as diagnostics_records
 from visioncore_jax.optim import optimizer_metrics
-from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train import checkpointing, partitioning, writers
 from visioncore_jax.train.controls import LoopState, after_eval, check_rollback_budget, needs_rollback
 from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps, step_options
@@ -115,13 +114,13 @@ class _Diagnostics:
         self.period_start = start_step
         self.pending: list[np.ndarray] | None = None  # the leaves of a partial aggregate restored from a checkpoint
 
-    def fresh(self, state: TrainState, batch: dict, regularization: dict) -> dict | None:
+    def fresh(self, state: TrainState, batch: dict, hyperparams: dict) -> dict | None:
         """A new empty aggregate on the devices (None when diagnostics are off); its keys are traced once from
         the train step. New buffers each time: the jitted step donates the aggregate it is given."""
         if not self.enabled:
             return None
         if self._empty is None:
-            self._empty = jax.device_get(empty_statistics(state, batch, regularization,
+            self._empty = jax.device_get(empty_statistics(state, batch, hyperparams,
                                                           **step_options(self._experiment)))
         aggregate, self.pending = _from_leaves(self._empty, self.pending), None
         return jax.device_put(aggregate, partitioning.replicated(self._experiment.mesh))
@@ -296,13 +295,9 @@ class _Trainer:
             return True
         return False
 
-    def _regularization(self, cached):
-        """`(values, device values)` of the progressive regularization at the current step (cached)."""
-        values = regularization_at(self.config, self.step / self.experiment.steps_per_epoch)
-        if cached is not None and values == cached[0]:
-            return cached
-        return values, jax.device_put({k: jnp.float32(v) for k, v in values.items()},
-                                      partitioning.replicated(self.mesh))
+    def _hyperparams(self) -> dict:
+        """The runtime hyperparameters of the next step (LR, progressive regularization), on the devices."""
+        return partitioning.put_hyperparams(self.experiment.hyperparams(self.step), self.mesh)
 
     def run(self) -> TrainState:
         """Trains from the restored step to the end (or early stop / SIGTERM); returns the final state."""
@@ -313,16 +308,16 @@ class _Trainer:
                      self.step)
         progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=self.writer)
         batches = experiment.pipeline.train_batches(training.batch_size, start_step=self.step)
-        metrics, statistics, regularization = self._restored_metrics(), None, None
+        metrics, statistics = self._restored_metrics(), None
         with metric_writers.ensure_flushes(self.writer):
             while self.step < num_train_steps:
-                regularization = self._regularization(regularization)
+                hyperparams = self._hyperparams()
                 batch = to_global_batch(next(batches), self.mesh)
                 if statistics is None:
-                    statistics = self.diagnostics.fresh(self.state, batch, regularization[1])
+                    statistics = self.diagnostics.fresh(self.state, batch, hyperparams)
                 with jax.profiler.StepTraceAnnotation("train", step_num=self.step + 1):
                     self.state, metrics, statistics = self.train_fn(self.state, metrics, statistics, batch,
-                                                                    regularization[1])
+                                                                    hyperparams)
                 self.step += 1
                 progress(self.step)
                 is_last = self.step == num_train_steps

@@ -66,3 +66,8 @@ def compile_run_once(jitted: Callable, *args) -> Callable:
     """`jitted` compiled for `args` for a single call: quickly rather than to run fast (on CPU)."""
     options = RUN_ONCE_CPU_OPTIONS if jax.default_backend() == "cpu" else None
     return jitted.lower(*args).compile(options)
+
+
+def put_hyperparams(values: dict[str, float], mesh: Mesh) -> dict[str, jax.Array]:
+    """A train step's runtime hyperparameters as float32 scalars replicated over `mesh`."""
+    return jax.device_put({name: np.float32(value) for name, value in values.items()}, replicated(mesh))

@@ -14,8 +14,8 @@ class TrainState(struct.PyTreeNode):
     """Everything a train step reads and writes; checkpointed as a whole for exact resume.
 
     `rng` is a raw uint32 key; the key of step `s` is `fold_in(rng, s)`, so randomness after a resume equals
-    that of an uninterrupted run. `lr_scale` multiplies every update on top of the LR schedule (plateau cuts,
-    NaN rollbacks) without recompiling.
+    that of an uninterrupted run. `tx` produces the updates of LR 1 (see `visioncore_jax.optim.optimizers`);
+    `lr_scale` multiplies every update on top of the scheduled LR (plateau cuts, NaN rollbacks).
     """
 
     step: jax.Array
@@ -27,10 +27,12 @@ class TrainState(struct.PyTreeNode):
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
-    def apply_gradients(self, grads, batch_stats) -> "TrainState":
-        """Applies one optimizer update and the new BatchNorm statistics; advances the step."""
+    def apply_gradients(self, grads, batch_stats, learning_rate: jax.Array) -> "TrainState":
+        """Applies one optimizer update at `learning_rate` (times `lr_scale`) and the new BatchNorm statistics;
+        advances the step."""
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-        updates = jax.tree.map(lambda u: u * self.lr_scale.astype(u.dtype), updates)
+        step_size = learning_rate * self.lr_scale
+        updates = jax.tree.map(lambda u: u * step_size.astype(u.dtype), updates)
         params = optax.apply_updates(self.params, updates)
         return self.replace(
             step=self.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state

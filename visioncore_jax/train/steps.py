@@ -4,7 +4,6 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from visioncore_jax.models.layers import DIAGNOSTICS
 from visioncore_jax.optim import optimizer_metrics
@@ -17,8 +16,8 @@ from visioncore_jax.train.tasks import Classification
 CLASSIFICATION = Classification()  # the default task: plain cross-entropy
 
 
-def _step(state: TrainState, batch: Mapping[str, jax.Array], regularization: Mapping[str, jax.Array], *,
-          collect: bool, learning_rate_fn: optax.Schedule, task, weight_decay: float):
+def _step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array], *,
+          collect: bool, task, weight_decay: float):
     """The update of one step: `(new_state, per-step scalars, diagnostics statistics or None)`."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -27,24 +26,24 @@ def _step(state: TrainState, batch: Mapping[str, jax.Array], regularization: Map
             {"params": params, "batch_stats": state.batch_stats},
             batch,
             train=True,
-            dropout_rate=regularization["dropout_rate"],
+            dropout_rate=hyperparams["dropout_rate"],
             rngs={"dropout": dropout_rng},
             mutable=["batch_stats", DIAGNOSTICS] if collect else ["batch_stats"],
         )
-        loss = task.data_loss(outputs, batch["label"], regularization["label_smoothing"])
+        loss = task.data_loss(outputs, batch["label"], hyperparams["label_smoothing"])
         return loss, (outputs["logits"], new_variables)
 
     (loss, (logits, new_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     finite = jnp.isfinite(loss) & all_finite(grads)
     batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_variables["batch_stats"],
                                state.batch_stats)
-    new_state = state.apply_gradients(grads, batch_stats)
+    new_state = state.apply_gradients(grads, batch_stats, hyperparams["learning_rate"])
 
     opt_stats = optimizer_metrics(new_state.opt_state)
     scalars = dict(
         loss=loss,
         accuracy=task.correct(logits, batch["label"]),
-        learning_rate=learning_rate_fn(state.step) * state.lr_scale,
+        learning_rate=hyperparams["learning_rate"] * state.lr_scale,
         grad_norm=opt_stats["grad_norm"],
         clipped=opt_stats["clipped"],
         skipped_steps=opt_stats["skipped_steps"].astype(jnp.float32),
@@ -66,9 +65,8 @@ def train_step(
     metrics: TrainMetrics,
     statistics: dict | None,
     batch: Mapping[str, jax.Array],
-    regularization: Mapping[str, jax.Array],
+    hyperparams: Mapping[str, jax.Array],
     *,
-    learning_rate_fn: optax.Schedule,
     task=CLASSIFICATION,
     weight_decay: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics, dict | None]:
@@ -76,24 +74,25 @@ def train_step(
     `statistics` (an aggregate from `empty_statistics`) is not None, the aggregate with this step's
     diagnostics statistics added. With `statistics=None` none of them is computed.
 
-    `regularization` holds `dropout_rate` and `label_smoothing` as values (progressive regularization changes
-    them without recompiling). The loss is `task.data_loss` (weight decay lives in the optimizer; its implied
+    `hyperparams` holds the step's `learning_rate`, `dropout_rate` and `label_smoothing` as values (see
+    `Experiment.hyperparams`): schedules, progressive regularization and runs differing only in them share one
+    compiled step. The loss is `task.data_loss` (weight decay lives in the optimizer; its implied
     L2 penalty `weight_decay` is reported as `reg_loss`). A step whose loss or gradients are non-finite keeps
     the old BatchNorm statistics; the optimizer's NaN-skip keeps the old parameters.
     """
-    new_state, scalars, stats = _step(state, batch, regularization, collect=statistics is not None,
-                                      learning_rate_fn=learning_rate_fn, task=task, weight_decay=weight_decay)
+    new_state, scalars, stats = _step(state, batch, hyperparams, collect=statistics is not None, task=task,
+                                      weight_decay=weight_decay)
     metrics = metrics.merge(TrainMetrics.single_from_model_output(**scalars))
     if stats is not None:
         statistics = accumulate(statistics, stats, new_state.step)
     return new_state, metrics, statistics
 
 
-def empty_statistics(state: TrainState, batch: Mapping[str, jax.Array], regularization: Mapping[str, jax.Array],
+def empty_statistics(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array],
                      **step_kwargs) -> dict:
     """An empty diagnostics aggregate with the keys `train_step` records for this model (traced, not run)."""
     shapes = jax.eval_shape(
-        lambda s, b, r: _step(s, b, r, collect=True, **step_kwargs)[2], state, batch, regularization)
+        lambda s, b, h: _step(s, b, h, collect=True, **step_kwargs)[2], state, batch, hyperparams)
     return empty_summary(shapes)
 
 
