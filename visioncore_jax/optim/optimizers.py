@@ -69,17 +69,31 @@ def optimizer_and_learning_rate(config: ml_collections.ConfigDict,
     return optimizer_chain(config), learning_rate_of_steps(config, schedule)
 
 
+# One chain object per optimizer config in a process: jitted steps key their compiled programs on the identity of
+# the train state's `tx`, so runs with the same optimizer settings (repair trials, tests) reuse them in memory.
+_CHAINS: dict[str, optax.GradientTransformation] = {}
+
+
 def optimizer_chain(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The configured optimizer chain at LR 1 (see `build_optimizer`)."""
-    opt = config.optimizer
-    k = opt.accumulation_steps
+    """The configured optimizer chain at LR 1 (see `build_optimizer`); built from `config.optimizer` alone, the
+    same object for equal settings (the learning rate aside)."""
+    settings = config.optimizer.to_dict()
+    del settings["learning_rate"]  # applied by the train step, not the chain
+    key = repr(sorted(settings.items()))
+    if key not in _CHAINS:
+        _CHAINS[key] = _chain(config.optimizer)
+    return _CHAINS[key]
+
+
+def _chain(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """clip (with stats) → optimizer at LR 1 → per-module multipliers [→ MultiSteps], inside the NaN-skip."""
     tx = optax.chain(
         clip_by_global_norm_with_stats(opt.grad_clip_norm),
         _base_optimizer(opt),
         scale_by_module(tuple(opt.lr_multipliers)),
     )
-    if k > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+    if opt.accumulation_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=opt.accumulation_steps).gradient_transformation()
     return skip_nonfinite(tx)
 
 

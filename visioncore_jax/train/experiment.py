@@ -3,6 +3,7 @@
 Shared by training, preflight checks and the LR range test, so they all see the same objects.
 """
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -56,10 +57,20 @@ class Experiment:
         return {"color": jnp.zeros((1, *shape, 3)), "brightness": jnp.zeros((1, *shape, 1)), **extras}
 
     def init_state(self) -> TrainState:
-        """The initial train state (replicated over the mesh)."""
-        init = partitioning.jit_replicated(create_train_state, self.mesh, model=self.model, tx=self.tx,
-                                           example_inputs=self.example_inputs(), seed=self.config.seed)
-        return partitioning.compile_run_once(init)()
+        """The initial train state (replicated over the mesh); its compiled initialisation is reused for the same
+        model and optimizer objects (see `_interned`, `optimizer_chain`), input shapes and seed."""
+        inputs = self.example_inputs()
+        key = (self.mesh, id(self.model), id(self.tx), self.config.seed,
+               tuple((name, value.shape) for name, value in sorted(inputs.items())))
+        if key not in _INITS:
+            init = partitioning.jit_replicated(create_train_state, self.mesh, model=self.model, tx=self.tx,
+                                               example_inputs=inputs, seed=self.config.seed)
+            # The entry holds the model and optimizer, so their ids in its key cannot be reused while it lives.
+            _INITS[key] = (self.model, self.tx, partitioning.compile_run_once(init))
+            while len(_INITS) > MAX_INTERNED_MODELS:
+                _INITS.popitem(last=False)
+        _INITS.move_to_end(key)
+        return _INITS[key][2]()
 
     @functools.cached_property
     def learning_rates(self) -> np.ndarray:
@@ -97,12 +108,35 @@ def _task(config: ml_collections.ConfigDict, info) -> Classification | Segmentat
     training = config.training
     weights = None
     if training.class_weighting != "none":
-        weights = jnp.asarray(class_weights(info.train_label_counts, training.class_weighting,
-                                            tuple(training.class_weight_range)))
-        logging.info("Class weights (%s): %s", training.class_weighting, np.round(np.asarray(weights), 3).tolist())
+        weights = tuple(float(w) for w in class_weights(info.train_label_counts, training.class_weighting,
+                                                        tuple(training.class_weight_range)))
+        logging.info("Class weights (%s): %s", training.class_weighting, np.round(weights, 3).tolist())
     if info.task == "segmentation":
         return Segmentation(dice_weight=float(config.training.dice_weight), class_weights=weights)
     return Classification(class_weights=weights, aux_loss_weight=float(config.model.aux_loss_weight))
+
+
+# Compiled state initialisations of this process, least recently used first (see `Experiment.init_state`).
+_INITS: collections.OrderedDict = collections.OrderedDict()
+# Models built in this process, most recent last: an equal model is replaced by the one built first, so jitted
+# steps (which key their compiled programs on the train state's `apply_fn`, i.e. on the model object) reuse them.
+_MODELS: list[nn.Module] = []
+MAX_INTERNED_MODELS = 16
+
+
+def _interned(model: nn.Module) -> nn.Module:
+    """The earlier-built model equal to `model` (flax modules compare their fields), else `model`."""
+    for index, known in enumerate(_MODELS):
+        try:
+            equal = bool(known == model)
+        except Exception:  # noqa: BLE001 - fields that do not compare (arrays): treat as different
+            equal = False
+        if equal:
+            _MODELS.append(_MODELS.pop(index))
+            return known
+    _MODELS.append(model)
+    del _MODELS[:-MAX_INTERNED_MODELS]
+    return model
 
 
 def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | None = None,
@@ -123,7 +157,7 @@ def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | No
     num_train_steps = durations.num_train_steps(training, steps_per_epoch)
     tx, learning_rate_fn = build_optimizer(config, steps_per_epoch, num_train_steps)
     return Experiment(
-        config=config, mesh=mesh, pipeline=pipeline, model=model or build_model(config, info.num_classes),
+        config=config, mesh=mesh, pipeline=pipeline, model=_interned(model or build_model(config, info.num_classes)),
         task=_task(config, info), tx=tx, learning_rate_fn=learning_rate_fn, steps_per_epoch=steps_per_epoch,
         num_train_steps=num_train_steps,
         eval_every_steps=max(1, round(training.eval_every_epochs * steps_per_epoch)),
@@ -137,8 +171,15 @@ def step_options(experiment: Experiment) -> dict:
 
 def jitted_steps(experiment: Experiment):
     """`(train_fn, eval_fn)`: the task's train and eval steps, jitted over the mesh. The train step computes
-    the diagnostics statistics when given an aggregate instead of None."""
-    train_fn = partitioning.jit_train_step(functools.partial(train_step, **step_options(experiment)),
-                                           experiment.mesh)
-    eval_fn = partitioning.jit_eval_step(functools.partial(eval_step, task=experiment.task), experiment.mesh)
+    the diagnostics statistics when given an aggregate instead of None. Experiments with the same mesh, task and
+    weight decay get the same functions, whose compiled programs are then reused for equal models and optimizer
+    settings (see `_interned`, `optimizer_chain`)."""
+    return _jitted_steps(experiment.mesh, **step_options(experiment))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_steps(mesh: Mesh, task, weight_decay: float):
+    """The jitted train and eval steps bound to `task` and `weight_decay`."""
+    train_fn = partitioning.jit_train_step(functools.partial(train_step, task=task, weight_decay=weight_decay), mesh)
+    eval_fn = partitioning.jit_eval_step(functools.partial(eval_step, task=task), mesh)
     return train_fn, eval_fn

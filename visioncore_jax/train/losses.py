@@ -1,5 +1,7 @@
 """Losses (cross-entropy, soft Dice) and class weights."""
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,12 +32,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float |
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def weighted_mean(values: jax.Array, labels: jax.Array, weights: jax.Array | None) -> jax.Array:
+def weighted_mean(values: jax.Array, labels: jax.Array, weights: Sequence[float] | jax.Array | None) -> jax.Array:
     """Mean of per-example `values` weighted by their class's weight, `sum(w·v) / sum(w)` (as torch's
     CrossEntropyLoss with `weight`); the plain mean when `weights` is None."""
     if weights is None:
         return values.mean()
-    example_weights = weights[labels]
+    example_weights = jnp.asarray(weights, jnp.float32)[labels]
     return jnp.sum(example_weights * values) / jnp.sum(example_weights)
 
 

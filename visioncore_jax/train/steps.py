@@ -1,5 +1,6 @@
 """Pure train and eval steps. They are jitted with explicit shardings in `partitioning.py`."""
 
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -88,12 +89,18 @@ def train_step(
     return new_state, metrics, statistics
 
 
+@functools.partial(jax.jit, static_argnames=("task", "weight_decay"))
+def _step_statistics(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array], *,
+                     task, weight_decay: float) -> dict:
+    """The diagnostics statistics of one step; jitted only to be traced once per model by `empty_statistics`."""
+    return _step(state, batch, hyperparams, collect=True, task=task, weight_decay=weight_decay)[2]
+
+
 def empty_statistics(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array],
                      **step_kwargs) -> dict:
-    """An empty diagnostics aggregate with the keys `train_step` records for this model (traced, not run)."""
-    shapes = jax.eval_shape(
-        lambda s, b, h: _step(s, b, h, collect=True, **step_kwargs)[2], state, batch, hyperparams)
-    return empty_summary(shapes)
+    """An empty diagnostics aggregate with the keys `train_step` records for this model (traced, not run; the
+    trace is reused for equal models, optimizers and shapes)."""
+    return empty_summary(_step_statistics.eval_shape(state, batch, hyperparams, **step_kwargs))
 
 
 def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.Array], *,

@@ -16,7 +16,7 @@ class Classification:
     """Softmax cross-entropy (label smoothing, class weights) on the fused head plus `aux_loss_weight` times
     that of each per-pathway auxiliary head; accuracy per example."""
 
-    class_weights: jax.Array | None = None
+    class_weights: tuple[float, ...] | None = None  # a tuple: tasks are hashable (static in jitted steps)
     aux_loss_weight: float = 0.0
     name = "classification"
 
@@ -51,7 +51,7 @@ class Segmentation:
     IoU per class from the pixel confusion matrix."""
 
     dice_weight: float = 1.0
-    class_weights: jax.Array | None = None
+    class_weights: tuple[float, ...] | None = None
     name = "segmentation"
 
     def data_loss(self, outputs: dict, labels: jax.Array, label_smoothing) -> jax.Array:
