@@ -21,6 +21,7 @@ from visioncore_jax.data import build_input, to_global_batch
 from visioncore_jax.models import build_model
 from visioncore_jax.optim import build_optimizer
 from visioncore_jax.train import checkpointing, partitioning, train_and_evaluate
+from visioncore_jax.train.experiment import build_experiment, jitted_steps
 from visioncore_jax.train.metrics import TrainMetrics
 from visioncore_jax.train.state import create_train_state
 from visioncore_jax.train.steps import train_step
@@ -165,6 +166,32 @@ def test_data_parallel_step_equals_single_device_step(config):
     np.testing.assert_allclose(metrics_1["grad_norm"], metrics_n["grad_norm"], rtol=1e-4)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), params_1, params_n)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), stats_1, stats_n)
+
+
+@pytest.mark.slow
+def test_runs_differing_in_learning_rate_and_schedule_share_one_compiled_step(config):
+    """The LR is a step input: a run with another LR and schedule reuses the compiled step, and each step moves
+    the parameters by its own LR."""
+    other = config.copy_and_resolve_references()
+    other.optimizer.learning_rate, other.schedule.name = 0.5, "onecycle"
+    functions, rates, deltas = [], [], []
+    for run_config in (config, other):
+        experiment = build_experiment(run_config)
+        train_fn, _ = jitted_steps(experiment)
+        state = experiment.init_state()
+        before = jax.device_get(state.params["head"]["kernel"])
+        batch = to_global_batch(next(experiment.pipeline.train_batches(run_config.training.batch_size)),
+                                experiment.mesh)
+        metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(experiment.mesh))
+        hyperparams = partitioning.put_hyperparams(experiment.hyperparams(0), experiment.mesh)
+        state, metrics, _ = train_fn(state, metrics, None, batch, hyperparams)
+        functions.append(train_fn)
+        rates.append(float(metrics.compute()["learning_rate"]))
+        deltas.append(jax.device_get(state.params["head"]["kernel"]) - before)
+        assert rates[-1] == pytest.approx(float(experiment.learning_rate_fn(0)), rel=1e-6)
+    assert functions[0] is functions[1] and functions[0]._cache_size() == 1
+    assert rates[1] != pytest.approx(rates[0])
+    np.testing.assert_allclose(deltas[1], deltas[0] * rates[1] / rates[0], rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.slow
