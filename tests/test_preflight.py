@@ -196,6 +196,20 @@ def test_overfit_one_batch_labels_permuted_between_draws(config, faulty):
 
 
 @pytest.mark.slow
+def test_overfit_one_batch_gives_a_still_learning_model_more_rounds_but_not_a_stuck_one(config, shared_pipeline):
+    config.diagnostics.overfit_steps = 5  # too few for the test model to fit 32 examples in one round
+    slow = check(config, "overfit_one_batch", pipeline=shared_pipeline)
+    losses = slow.evidence["batch_losses"]
+    assert slow.evidence["steps"] > 5 and slow.evidence["steps"] % 5 == 0, (slow.message, slow.evidence)
+    assert len(losses) == slow.evidence["steps"] // 5 + 1 and losses[-1] < losses[0]
+    assert slow.status == "PASS" or "still falling" in slow.message, slow.message
+    # Zero logits: the loss on the batch cannot fall (a dead output layer); one round, then FAIL.
+    stuck = check(config, "overfit_one_batch", model=PlainCNN(logit_scale=0.0), pipeline=shared_pipeline)
+    assert stuck.status == "FAIL" and stuck.evidence["steps"] == 5, stuck.message
+    assert "stopped falling" in stuck.message
+
+
+@pytest.mark.slow
 def test_lr_range_configured_lr_100x_the_suggestion(config, shared_pipeline):
     suggestion = check(config, "lr_range", pipeline=shared_pipeline).evidence["suggested"]
     config.optimizer.learning_rate = 100 * suggestion
