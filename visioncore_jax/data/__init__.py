@@ -1,5 +1,7 @@
 """Input pipelines built from `config.data`: TFDS datasets, the embedded offline dataset, image folders."""
 
+import collections
+
 import jax
 import ml_collections
 
@@ -30,24 +32,40 @@ DATASETS = {
 }
 
 
+# TFDS pipelines built in this process, least recently used first, by their settings: runs of one data config
+# (repair trials, LR range tests, tests) skip reading and measuring the splits again. TFDS data is immutable once
+# prepared; image folders are scanned on every build (their files may change between runs).
+_PIPELINES: collections.OrderedDict[tuple, InputPipeline] = collections.OrderedDict()
+MAX_CACHED_PIPELINES = 2
+
+
 def build_input(config: ml_collections.ConfigDict, *, process_index: int | None = None,
                 process_count: int | None = None) -> InputPipeline:
     """Builds this process's input pipeline for `config.data` (a config `validate_config` accepted), preparing an
     embedded dataset on first use and downloading others only with `config.data.download`."""
     data = config.data
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    key = (data.to_json_best_effort(sort_keys=True), config.seed, process_index, process_count)
+    if data.name != "image_folder" and key in _PIPELINES:
+        _PIPELINES.move_to_end(key)
+        return _PIPELINES[key]
     spec = DATASETS[data.name]
     if data.name == "image_folder":
         builder = image_folder_builder(data.image_folder, data.train_split, data.eval_split, data.skip_corrupt)
     else:
         builder = tfds_builder(spec.tfds_name, data.data_dir, data.download)
     info = dataset_info(builder, data.train_split, data.eval_split, data.image_size, spec)
-    return InputPipeline(
+    pipeline = InputPipeline(
         builder, info, spec, train_split=data.train_split, eval_split=data.eval_split, seed=config.seed,
         crop_padding=data.crop_padding, random_flip=data.random_flip, shuffle_buffer=data.shuffle_buffer,
-        mean=tuple(data.mean), std=tuple(data.std),
-        process_index=jax.process_index() if process_index is None else process_index,
-        process_count=jax.process_count() if process_count is None else process_count,
+        mean=tuple(data.mean), std=tuple(data.std), process_index=process_index, process_count=process_count,
     )
+    if data.name != "image_folder":
+        _PIPELINES[key] = pipeline
+        while len(_PIPELINES) > MAX_CACHED_PIPELINES:
+            _PIPELINES.popitem(last=False)
+    return pipeline
 
 
 __all__ = ["DATASETS", "DatasetInfo", "DatasetSpec", "DatasetUnavailableError", "EmbeddedShapes", "InputPipeline",
