@@ -330,8 +330,9 @@ def check_overfit_one_batch(ctx: _Context) -> CheckResult:
             state, metrics, _ = step_fn(state, metrics, None, batch, hyperparams)
         steps += round_steps
         accuracy, loss = fitted(state)
+        still_falling = loss <= (1 - OVERFIT_MIN_PROGRESS) * losses[-1]
         losses.append(loss)
-        if accuracy >= OVERFIT_PASS or not loss <= (1 - OVERFIT_MIN_PROGRESS) * losses[-2]:
+        if accuracy >= OVERFIT_PASS or not still_falling:
             break
     evidence = {"examples": size, "steps": steps, "accuracy": accuracy, "batch_losses": losses,
                 "labels_change_between_draws": labels_changed}
@@ -343,7 +344,7 @@ def check_overfit_one_batch(ctx: _Context) -> CheckResult:
         return CheckResult("overfit_one_batch", "PASS", f"One batch of {size} fitted to {accuracy:.0%} in {steps} "
                            "steps.", evidence)
     status = "WARN" if accuracy >= OVERFIT_WARN else "FAIL"
-    if loss <= (1 - OVERFIT_MIN_PROGRESS) * losses[-2]:
+    if still_falling:
         return CheckResult("overfit_one_batch", status, f"Could fit one batch of {size} only to {accuracy:.0%} in "
                            f"{steps} steps, its loss still falling: the model learns slowly or the LR "
                            f"({OVERFIT_LR:g}, Adam) does not suit it.", evidence,
