@@ -184,21 +184,30 @@ class StepTimer:
         return steps * self.experiment.config.training.batch_size / elapsed
 
 
-def loop_images_per_sec(config: ml_collections.ConfigDict, steps: int) -> float:
-    """Steady-state images/s of `train_and_evaluate` (its default diagnostics on), from runs of `steps` and
-    `2 * steps` steps after an untimed one (its compiled programs are reused in-process), so compilation, the
-    final eval and the final checkpoint cancel out."""
-    durations = []
-    for num_steps in (steps, steps, 2 * steps):
-        run_config = config.copy_and_resolve_references()
-        run_config.training.update(num_epochs=-1, num_train_steps=num_steps, log_every_steps=10)
-        run_config.schedule.warmup_epochs = 0.0  # the schedule does not change the cost; short runs need no warmup
-        run_config.diagnostics.report = False  # the end-of-run plots are not part of the steady state
-        with tempfile.TemporaryDirectory() as workdir:
-            start = time.perf_counter()
-            jax.block_until_ready(train_and_evaluate(run_config, workdir))
-            durations.append(time.perf_counter() - start)
-    return steps * config.training.batch_size / (durations[2] - durations[1])
+def loop_run_seconds(config: ml_collections.ConfigDict, num_steps: int) -> float:
+    """Wall time of `train_and_evaluate` (its default diagnostics on) for `num_steps` steps, logging every 10."""
+    run_config = config.copy_and_resolve_references()
+    run_config.training.update(num_epochs=-1, num_train_steps=num_steps, log_every_steps=10)
+    run_config.schedule.warmup_epochs = 0.0  # the schedule does not change the cost; short runs need no warmup
+    run_config.diagnostics.report = False  # the end-of-run plots are not part of the steady state
+    with tempfile.TemporaryDirectory() as workdir:
+        start = time.perf_counter()
+        jax.block_until_ready(train_and_evaluate(run_config, workdir))
+        return time.perf_counter() - start
+
+
+def loop_vs_bare(config: ml_collections.ConfigDict, timer: StepTimer, steps: int, rounds: int) -> list[tuple]:
+    """Rounds of (bare step with statistics, loop) images/s, measured alternately. The loop's steady-state rate is
+    the difference of a `steps`- and a `3 * steps`-step run (compilation - done once, by an untimed first run -,
+    set-up, the final eval and checkpoint cancel out); the bare step runs `2 * steps` steps in the same round."""
+    batch = config.training.batch_size
+    loop_run_seconds(config, steps)
+    measured = []
+    for _ in range(rounds):
+        bare = timer.images_per_sec(2 * steps, statistics=True)
+        short, long = loop_run_seconds(config, steps), loop_run_seconds(config, 3 * steps)
+        measured.append((bare, 2 * steps * batch / (long - short)))
+    return measured
 
 
 def device_peak_mib() -> float:
@@ -275,11 +284,14 @@ def main(argv):
         for (model, dtype), config in configs.items():
             if config.data.name in MOCK_DATA:
                 continue
-            loop = loop_images_per_sec(config, FLAGS.steps * 4)
-            bare = medians.get((model, dtype, True)) or medians[(model, dtype, False)]
-            print(f"loop {model} {dtype}: train_and_evaluate {loop:.1f} images/s; loop / bare step with "
-                  f"statistics {loop / bare:.3f}")
-
+            timer = next(v.timer for v in variants if (v.model, v.dtype) == (model, dtype))
+            if True not in timer.compiled:
+                timer.compile(True)
+            rounds = loop_vs_bare(config, timer, FLAGS.steps * 4, FLAGS.rounds)
+            ratios = [loop / bare for bare, loop in rounds]
+            print(f"loop {model} {dtype}: (bare step with statistics, train_and_evaluate) images/s per round "
+                  f"{[(round(b, 1), round(lp, 1)) for b, lp in rounds]}; loop / bare per round "
+                  f"{np.round(ratios, 3).tolist()}, median {np.median(ratios):.3f}")
 
 if __name__ == "__main__":
     app.run(main)
