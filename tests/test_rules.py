@@ -802,6 +802,29 @@ def test_predictions_that_follow_a_skewed_training_split_are_the_data_cause_with
     assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
 
 
+def test_predictions_closer_to_the_skewed_training_mix_than_to_the_eval_labels_are_the_data_cause():
+    # The zoo's held-out dual ResNet on the skewed digits: 44% / 13% / 20% ..., 0.47 from the balanced eval labels
+    # (not far in absolute terms) but 0.38 from the training mix: more than halfway towards the training prior.
+    predicted = [0.44, 0.13, 0.20, 0.10, 0.01, 0.0, 0.0, 0.07, 0.05, 0.0]
+    run = make_run(loss=falling(1.5, 0.9), eval_accuracy=0.26, patch=_skewed_training(predicted, ZEROS_69))
+    findings = problems(analyze(run))
+    assert ids(findings) == ["one_class_collapse"], analyzer.format_findings(findings)
+    evidence = findings[0].evidence
+    assert evidence["prediction_label_variation"] == pytest.approx(0.47, abs=1e-3)
+    assert evidence["prediction_train_variation"] == pytest.approx(0.378, abs=1e-3)
+    assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
+
+
+def test_predictions_short_of_halfway_to_the_training_mix_or_off_towards_other_classes_are_no_finding():
+    # 40% of the way from the eval labels to the skewed training mix: nearer the images than the prior.
+    partly = (0.6 * np.asarray(UNIFORM) + 0.4 * np.asarray(ZEROS_69)).tolist()
+    assert "one_class_collapse" not in ids(analyze(make_run(patch=_skewed_training(partly, ZEROS_69))))
+    # Far from the eval labels (0.8) but onto two minority classes, farther still from the training mix (0.93):
+    # the skewed split does not explain these predictions.
+    elsewhere = [0.0, 0.0, 0.5, 0.5] + [0.0] * (K - 4)
+    assert "one_class_collapse" not in ids(analyze(make_run(patch=_skewed_training(elsewhere, ZEROS_69))))
+
+
 def test_a_skewed_training_split_whose_predictions_match_the_eval_labels_is_no_finding():
     # Near misses: the same skewed training split, but the model predicts the eval classes in about their shares
     # (class weighting worked); and predictions as skewed as above with a balanced training split.
