@@ -12,6 +12,7 @@ from tests.conftest import read_scalars, read_texts
 from tests.fault_zoo import PlainCNN, zoo_config
 from tests.test_train import assert_same_logs
 from visioncore_jax.data.pipeline import InputPipeline
+from visioncore_jax.diagnostics import analyzer
 from visioncore_jax.optim import build_schedule
 from visioncore_jax.train import train_and_evaluate
 
@@ -103,15 +104,20 @@ def test_every_schedule_logs_the_lr_used_at_each_step(config, tmp_path, name):
 def test_plateau_cuts_the_lr_and_early_stopping_ends_the_run(config, tmp_path):
     config.training.update(num_train_steps=12, eval_every_epochs=2 / 375)  # an eval every 2 steps
     # Thresholds no run can meet: after the first eval, every eval counts as "not improved".
-    config.plateau.update(enabled=True, metric="eval_loss", patience=0, factor=0.5, threshold=10.0)
-    config.early_stopping.update(enabled=True, metric="eval_accuracy", patience=1, min_delta=10.0)
+    # Factor 0.3 is not exact in float32 (the state's copy of the scale is 0.30000001).
+    config.plateau.update(enabled=True, metric="eval_loss", patience=0, factor=0.3, threshold=10.0, cooldown=1)
+    config.early_stopping.update(enabled=True, metric="eval_accuracy", patience=2, min_delta=10.0)
     state = train_and_evaluate(config, str(tmp_path))
-    # Evals at steps 2 (best), 4 (cut to 0.5, 1 bad), 6 (cut to 0.25, 2 bad > patience 1: stop).
-    assert int(state.step) == 6 and float(state.lr_scale) == 0.25
+    # Evals at steps 2 (best), 4 (cut to 0.3, 1 bad), 6 (cooldown, 2 bad), 8 (cut to 0.09, 3 bad > 2: stop).
+    assert int(state.step) == 8 and float(state.lr_scale) == pytest.approx(0.09)
     schedule = build_schedule(config, 12_000 // 32, 12)
     step, logged = read_scalars(str(tmp_path))["train_learning_rate"][-1]
-    assert step == 6
-    np.testing.assert_allclose(logged, 0.5 * float(schedule(5)), rtol=1e-5)  # the cut at step 4 applied
+    assert step == 8
+    np.testing.assert_allclose(logged, 0.3 * float(schedule(7)), rtol=1e-5)  # the cut at step 4 applied
+    # The records (written before each eval's controls act, so the last cut is in none) hold one event per cut:
+    # none at the cooldown eval of step 6.
+    cuts = [(e.step, e.lr_scale) for r in analyzer.load_records(str(tmp_path)).train for e in r.events]
+    assert cuts == [(4, pytest.approx(0.3))]
 
 
 class Crash(Exception):

@@ -362,7 +362,9 @@ class _Trainer:
         if needs_rollback(0, eval_scalars["eval_loss"], self.config.nan_recovery):
             return "rollback"
         self.diagnostics.write(self.step, statistics, self.state, eval_scalars, confusion)
-        old_scale = float(self.state.lr_scale)
+        # The controls' own scale, not the state's float32 copy of it (0.3 there is 0.30000001 > 0.3: every eval
+        # after a cut would log another one).
+        old_scale = self.loop_state.lr_scale(self.config.nan_recovery)
         self.loop_state = after_eval(self.loop_state, eval_scalars | {"train_loss": self.last_train_loss},
                                      self.config)
         new_scale = self.loop_state.lr_scale(self.config.nan_recovery)
