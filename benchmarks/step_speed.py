@@ -197,16 +197,20 @@ def loop_run_seconds(config: ml_collections.ConfigDict, num_steps: int) -> float
 
 
 def loop_vs_bare(config: ml_collections.ConfigDict, timer: StepTimer, steps: int, rounds: int) -> list[tuple]:
-    """Rounds of (bare step with statistics, loop) images/s, measured alternately. The loop's steady-state rate is
-    the difference of a `steps`- and a `3 * steps`-step run (compilation - done once, by an untimed first run -,
-    set-up, the final eval and checkpoint cancel out); the bare step runs `2 * steps` steps in the same round."""
-    batch = config.training.batch_size
+    """Rounds of (bare step with statistics, loop between evals, loop over an eval period) images/s, measured
+    alternately. The loop's rates are differences of runs (compilation - done once, by an untimed first run -,
+    set-up, the final eval and checkpoint cancel out): a `steps`-step run against one of `2 * steps` (steps only,
+    when `2 * steps` ends before the first eval) and one of `steps` + the eval period (that many steps plus one
+    eval and its checkpoint, as training runs them)."""
+    batch, period = config.training.batch_size, timer.experiment.eval_every_steps
+    if 2 * steps >= period:
+        raise ValueError(f"--loop: {2 * steps} steps reach the first eval (every {period} steps); use fewer --steps.")
     loop_run_seconds(config, steps)
     measured = []
     for _ in range(rounds):
         bare = timer.images_per_sec(2 * steps, statistics=True)
-        short, long = loop_run_seconds(config, steps), loop_run_seconds(config, 3 * steps)
-        measured.append((bare, 2 * steps * batch / (long - short)))
+        short, double, with_eval = (loop_run_seconds(config, n) for n in (steps, 2 * steps, steps + period))
+        measured.append((bare, steps * batch / (double - short), period * batch / (with_eval - short)))
     return measured
 
 
@@ -288,10 +292,13 @@ def main(argv):
             if True not in timer.compiled:
                 timer.compile(True)
             rounds = loop_vs_bare(config, timer, FLAGS.steps * 4, FLAGS.rounds)
-            ratios = [loop / bare for bare, loop in rounds]
-            print(f"loop {model} {dtype}: (bare step with statistics, train_and_evaluate) images/s per round "
-                  f"{[(round(b, 1), round(lp, 1)) for b, lp in rounds]}; loop / bare per round "
-                  f"{np.round(ratios, 3).tolist()}, median {np.median(ratios):.3f}")
+            steps_only = [loop / bare for bare, loop, _ in rounds]
+            with_eval = [loop / bare for bare, _, loop in rounds]
+            print(f"loop {model} {dtype}: images/s per round (bare step with statistics, loop between evals, loop "
+                  f"over an eval period) {np.round(rounds, 1).tolist()}")
+            print(f"loop {model} {dtype}: loop / bare step with statistics: between evals "
+                  f"{np.round(steps_only, 3).tolist()} median {np.median(steps_only):.3f}; over an eval period "
+                  f"{np.round(with_eval, 3).tolist()} median {np.median(with_eval):.3f}")
 
 if __name__ == "__main__":
     app.run(main)
