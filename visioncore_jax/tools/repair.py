@@ -81,13 +81,15 @@ class RepairResult:
                 "trials": [dataclasses.asdict(t) for t in self.trials]}
 
 
-def repair_budget(config: ml_collections.ConfigDict, run_steps: int) -> int:
+def repair_budget(config: ml_collections.ConfigDict, run_steps: int, onset: int = 0) -> int:
     """Train steps of each trial: `config.diagnostics.repair_steps`, or with -1 a quarter of the run (at least
-    MIN_BUDGET steps, at most the run)."""
+    MIN_BUDGET steps) past `onset`, the step where the run's first warning or error began, at most the run. A
+    trial that ends before the fault showed (an LR schedule that runs out at step 60 of 132) has nothing to
+    compare: its baseline is as healthy as any candidate."""
     steps = int(config.diagnostics.get("repair_steps", -1))
     if steps > 0:
         return steps
-    return min(run_steps, max(MIN_BUDGET, math.ceil(BUDGET_FRACTION * run_steps)))
+    return min(run_steps, max(MIN_BUDGET, onset + math.ceil(BUDGET_FRACTION * run_steps)))
 
 
 def metric_name(run) -> str:
@@ -216,7 +218,8 @@ def repair(workdir: str) -> RepairResult:
         raise ValueError(f"{workdir!r} has no train records yet; repair needs at least one evaluation.")
     findings = diagnostics.analyze(workdir, write=False)
     run_steps, steps_per_epoch = int(run.train[-1].num_train_steps), int(run.train[-1].steps_per_epoch)
-    budget, metric = repair_budget(config, run_steps), metric_name(run)
+    onset = min((f.steps[0] for f in _severe(findings) if f.steps), default=0)
+    budget, metric = repair_budget(config, run_steps, onset), metric_name(run)
     base = trial_config(config, budget, steps_per_epoch)
     directory = os.path.join(workdir, "diagnostics", "repair")
     plan = [("baseline", {}, ())] + candidates(findings, base)
