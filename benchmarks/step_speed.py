@@ -300,5 +300,6 @@ def main(argv):
                   f"{np.round(steps_only, 3).tolist()} median {np.median(steps_only):.3f}; over an eval period "
                   f"{np.round(with_eval, 3).tolist()} median {np.median(with_eval):.3f}")
 
+
 if __name__ == "__main__":
     app.run(main)

@@ -79,14 +79,15 @@ def test_rank_trials_verifies_only_clean_trials_that_beat_the_baseline():
     assert [t.verified for t in ranked] == [True, False, False, False, False]
 
 
-def test_budget_default_is_a_quarter_of_the_run_past_the_findings_onset_within_bounds():
+def test_budget_default_covers_a_quarter_of_the_run_and_the_main_findings_evidence():
     config = test_config.get_config()
     assert [repair.repair_budget(config, n) for n in (20, 100, 400)] == [20, 40, 100]
-    # Past the step where the first finding began: a schedule that ran out at step 60 of 132.
-    assert repair.repair_budget(config, 132, onset=60) == 60 + 33
-    assert repair.repair_budget(config, 132, onset=120) == 132
+    # As far as the main finding was seen: a schedule that ran out from step 60 to 100 of 132.
+    assert repair.repair_budget(config, 132, seen_until=100) == 100
+    assert repair.repair_budget(config, 132, seen_until=10) == 40
+    assert repair.repair_budget(config, 132, seen_until=200) == 132
     config.diagnostics.repair_steps = 7
-    assert repair.repair_budget(config, 400, onset=300) == 7
+    assert repair.repair_budget(config, 400, seen_until=300) == 7
 
 
 @pytest.mark.slow

@@ -81,15 +81,15 @@ class RepairResult:
                 "trials": [dataclasses.asdict(t) for t in self.trials]}
 
 
-def repair_budget(config: ml_collections.ConfigDict, run_steps: int, onset: int = 0) -> int:
+def repair_budget(config: ml_collections.ConfigDict, run_steps: int, seen_until: int = 0) -> int:
     """Train steps of each trial: `config.diagnostics.repair_steps`, or with -1 a quarter of the run (at least
-    MIN_BUDGET steps) past `onset`, the step where the run's first warning or error began, at most the run. A
-    trial that ends before the fault showed (an LR schedule that runs out at step 60 of 132) has nothing to
-    compare: its baseline is as healthy as any candidate."""
+    MIN_BUDGET steps) and at least `seen_until`, the last step of the evidence of the run's main finding, at most
+    the run. A trial that ends before the fault showed (an LR schedule that ran out at step 60 of 132, an eval
+    loss that rose from step 16 to 240) has nothing to compare: its baseline is as healthy as any candidate."""
     steps = int(config.diagnostics.get("repair_steps", -1))
     if steps > 0:
         return steps
-    return min(run_steps, max(MIN_BUDGET, onset + math.ceil(BUDGET_FRACTION * run_steps)))
+    return min(run_steps, max(MIN_BUDGET, math.ceil(BUDGET_FRACTION * run_steps), seen_until))
 
 
 def metric_name(run) -> str:
@@ -218,8 +218,8 @@ def repair(workdir: str) -> RepairResult:
         raise ValueError(f"{workdir!r} has no train records yet; repair needs at least one evaluation.")
     findings = diagnostics.analyze(workdir, write=False)
     run_steps, steps_per_epoch = int(run.train[-1].num_train_steps), int(run.train[-1].steps_per_epoch)
-    onset = min((f.steps[0] for f in _severe(findings) if f.steps), default=0)
-    budget, metric = repair_budget(config, run_steps, onset), metric_name(run)
+    main = next((f for f in _severe(findings) if f.steps), None)
+    budget, metric = repair_budget(config, run_steps, main.steps[1] if main else 0), metric_name(run)
     base = trial_config(config, budget, steps_per_epoch)
     directory = os.path.join(workdir, "diagnostics", "repair")
     plan = [("baseline", {}, ())] + candidates(findings, base)
