@@ -785,6 +785,15 @@ def _skewed_training(predicted: list[float], train_labels: list[float]):
     return patch
 
 
+def _skew_evidence(run) -> dict:
+    """The evidence of `run`'s only problem, which must be the skewed-split `one_class_collapse` with class
+    weighting as its first advice."""
+    findings = problems(analyze(run))
+    assert ids(findings) == ["one_class_collapse"], analyzer.format_findings(findings)
+    assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
+    return findings[0].evidence
+
+
 ZEROS_69 = [0.69] + [0.0344] * (K - 1)  # the zoo's skewed digits folder: 69% zeros in training, balanced eval
 
 
@@ -792,27 +801,20 @@ def test_predictions_that_follow_a_skewed_training_split_are_the_data_cause_with
     # Train accuracy climbs, eval accuracy stays low; the predictions are spread over three classes (no single
     # class reaches 80%) and far from the balanced eval labels, while the training split is 69% zeros.
     predicted = [0.32, 0.52, 0.12, 0.04] + [0.0] * (K - 4)
-    run = make_run(loss=falling(1.5, 0.77), accuracy=list(np.linspace(0.59, 0.72, 10)), eval_accuracy=0.23,
-                   patch=_skewed_training(predicted, ZEROS_69))
-    findings = problems(analyze(run))
-    assert ids(findings) == ["one_class_collapse"], analyzer.format_findings(findings)
-    evidence = findings[0].evidence
+    evidence = _skew_evidence(make_run(loss=falling(1.5, 0.77), accuracy=list(np.linspace(0.59, 0.72, 10)),
+                                       eval_accuracy=0.23, patch=_skewed_training(predicted, ZEROS_69)))
     assert evidence["train_eval_label_variation"] == pytest.approx(0.59, abs=1e-3)
     assert evidence["prediction_label_variation"] == pytest.approx(0.66, abs=1e-3)
-    assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
 
 
 def test_predictions_closer_to_the_skewed_training_mix_than_to_the_eval_labels_are_the_data_cause():
     # The zoo's held-out dual ResNet on the skewed digits: 44% / 13% / 20% ..., 0.47 from the balanced eval labels
     # (not far in absolute terms) but 0.38 from the training mix: more than halfway towards the training prior.
     predicted = [0.44, 0.13, 0.20, 0.10, 0.01, 0.0, 0.0, 0.07, 0.05, 0.0]
-    run = make_run(loss=falling(1.5, 0.9), eval_accuracy=0.26, patch=_skewed_training(predicted, ZEROS_69))
-    findings = problems(analyze(run))
-    assert ids(findings) == ["one_class_collapse"], analyzer.format_findings(findings)
-    evidence = findings[0].evidence
+    evidence = _skew_evidence(make_run(loss=falling(1.5, 0.9), eval_accuracy=0.26,
+                                       patch=_skewed_training(predicted, ZEROS_69)))
     assert evidence["prediction_label_variation"] == pytest.approx(0.47, abs=1e-3)
     assert evidence["prediction_train_variation"] == pytest.approx(0.378, abs=1e-3)
-    assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
 
 
 def test_predictions_short_of_halfway_to_the_training_mix_or_off_towards_other_classes_are_no_finding():
