@@ -54,11 +54,11 @@ def _step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mappin
         return new_state, scalars, None
     stats = step_statistics(grads=grads, params=state.params, new_params=new_state.params,
                             sown=new_variables.get(DIAGNOSTICS, {}), data_loss=loss, weight_decay=weight_decay)
-    stats.update({f"scalars/{name}": jnp.asarray(scalars[name], jnp.float32).mean()
-                  for name in ("accuracy", "learning_rate", "grad_norm", "clipped")})
+    extra = {f"scalars/{name}": jnp.asarray(scalars[name], jnp.float32).mean()
+             for name in ("accuracy", "learning_rate", "grad_norm", "clipped")}
     skipped_before = optimizer_metrics(state.opt_state)["skipped_steps"]
-    stats["scalars/skipped"] = (opt_stats["skipped_steps"] - skipped_before).astype(jnp.float32)
-    return new_state, scalars, stats
+    extra["scalars/skipped"] = (opt_stats["skipped_steps"] - skipped_before).astype(jnp.float32)
+    return new_state, scalars, stats.extended(extra)
 
 
 def train_step(
