@@ -104,6 +104,29 @@ def test_lr_search_bisects_towards_the_lr_that_learned_more_until_a_trial_verifi
     assert repair.next_lr(trials[:2]) is None  # one LR: nothing to search between
 
 
+def test_trial_on_another_split_is_evaluated_in_its_own_epochs(monkeypatch, tmp_path):
+    class Info:  # the whole split: 4,096 examples, 128 steps of 32 an epoch
+        num_train_examples = 4096
+
+    seen = {}
+
+    def train(config, workdir):
+        seen["config"] = config
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(repair, "build_input", lambda config: type("Pipeline", (), {"info": Info})())
+    monkeypatch.setattr(repair, "train_and_evaluate", train)
+    config = test_config.get_config()
+    config.training.batch_size = 32
+    base = repair.trial_config(config, 240, steps_per_epoch=4)  # the run's 128-image slice: 4 steps an epoch
+    assert base.training.eval_every_epochs == 15.0  # every 60 steps
+    trial = repair.run_trial(base, str(tmp_path / "t"), "overfitting-1", {"data.train_split": "train"}, (),
+                             "eval_accuracy")
+    assert trial.error == "RuntimeError: stop here"
+    assert seen["config"].training.eval_every_epochs * 128 == 60  # still every 60 steps, not every 1,920
+    assert seen["config"].data.train_split == "train" and seen["config"].training.num_train_steps == 240
+
+
 def test_budget_default_covers_a_quarter_of_the_run_and_the_main_findings_evidence():
     config = test_config.get_config()
     assert [repair.repair_budget(config, n) for n in (20, 100, 400)] == [20, 40, 100]

@@ -18,6 +18,8 @@ import shutil
 import ml_collections
 
 from visioncore_jax import diagnostics
+from visioncore_jax.data import build_input
+from visioncore_jax.optim import durations
 from visioncore_jax.tools.lr_find import lr_range_test
 from visioncore_jax.tools.overrides import apply_overrides, load_run_config, override_flags, parse_overrides
 from visioncore_jax.train import train_and_evaluate
@@ -44,6 +46,10 @@ LR_SEARCH_ROUNDS, LR_SEARCH_RESOLUTION = 4, 2.0
 # "Better than the baseline": the metric gain a verified fix needs (absolute, accuracy / Dice in [0, 1]).
 MIN_GAIN = 0.005
 SECTION = "## Verified repair"
+# Overrides that change the length of an epoch (the training data or the batch): a trial with one of them gets its
+# TRIAL_RECORDS evaluations re-timed in its own epochs (else a trial on the whole split of a run that trained on
+# a 128-image slice would evaluate once, at the end, and the rules would see no trend).
+EPOCH_FIELDS = frozenset({"data.name", "data.image_folder", "data.train_split", "training.batch_size"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +209,12 @@ def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overri
     """Trains `config` with `overrides` into `workdir` (from scratch) and analyses it."""
     shutil.rmtree(workdir, ignore_errors=True)
     try:
-        state = train_and_evaluate(apply_overrides(config, overrides), workdir)
+        trial = apply_overrides(config, overrides)
+        if EPOCH_FIELDS & set(overrides):
+            info = build_input(trial).info
+            trial = trial_config(trial, config.training.num_train_steps,
+                                 durations.steps_per_epoch(info.num_train_examples, trial.training.batch_size))
+        state = train_and_evaluate(trial, workdir)
         if int(state.step) < config.training.num_train_steps:  # the loop stopped on SIGTERM: so does the repair
             raise KeyboardInterrupt(f"Repair stopped during trial {name}; rerun --mode=repair to start again.")
         findings = diagnostics.analyze(workdir)
