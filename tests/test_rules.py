@@ -257,7 +257,7 @@ FAULTS = {
         brightness_share=0.0, patch=frozen(BRIGHTNESS)),
     "pathway_imbalance": lambda: make_run(brightness_share=3e-6),
     "clipping_dominates": lambda: make_run(clip=1e-4, clipped=1.0, grad_norm=1.5,
-                                           config={"optimizer.grad_clip_norm": 1e-4}),
+                                           config={"optimizer.grad_clip_norm": 1e-4, "optimizer.name": "sgd"}),
     "over_regularization": lambda: make_run(
         accuracy=[0.07, 0.12, 0.1, 0.1, 0.14, 0.08, 0.11, 0.1, 0.12, 0.09], loss=falling(2.4, 2.3),
         reg_loss=falling(122.0, 113.0), eval_accuracy=0.1, eval_loss=2.3,
@@ -341,6 +341,22 @@ def test_overfitting_advice_addresses_a_sliced_split_and_missing_augmentation_fi
     assert "no config override adds it" in held.explanation
     sgd = advice(**{"optimizer.name": "sgd"})
     assert "--config.optimizer.weight_decay=0.0005" in sgd.recommendations
+
+
+def test_clipping_under_adam_is_a_warning_only_when_the_updates_shrank():
+    def clipped(optimizer, ratio, **numbers):
+        return analyze(make_run(clip=1e-3, clipped=1.0, grad_norm=1.5, update_ratio=ratio, **numbers,
+                                config={"optimizer.grad_clip_norm": 1e-3, "optimizer.name": optimizer}))
+
+    # Zoo run clipping_dominates/1: AdamW clipped to 1e-3 on every step kept a peak update ratio of 0.024.
+    harmless = next(f for f in clipped("adamw", 2e-3) if f.id == "clipping_dominates")
+    assert harmless.severity == "info" and "adamw divides the gradient's scale out" in harmless.explanation
+    # Clipped so far that the updates sank below the healthy band (to Adam's eps): the clip is the cause.
+    starved = clipped("adam", 1e-6, loss=2.3, accuracy=0.1, eval_accuracy=0.1, eval_loss=2.3)
+    assert [(f.id, f.severity) for f in starved[:2]] == [("clipping_dominates", "warning"), ("lr_too_low", "info")]
+    assert starved[0].evidence["explains"] == ["lr_too_low"]
+    # SGD's update is LR x clip norm: a warning whatever the ratio.
+    assert clipped("sgd", 2e-3)[0].severity == "warning"
 
 
 def test_exploding_gradients_that_grow_during_a_finite_run():
