@@ -3,6 +3,7 @@ first, on runs outside the test zoo, and stay silent on healthy runs? Optionally
 
   flock /tmp/vcj-heavy.lock python -m benchmarks.fault_zoo --out=/tmp/fault_zoo/results.json
   python -m benchmarks.fault_zoo --ids=nonfinite,lr_too_high --half=held_out --max_runs=4
+  python -m benchmarks.fault_zoo --repair --only=lr_too_high/1-video_convgru-clips   # repair one trained run
   python -m benchmarks.fault_zoo --summarize --out=/tmp/fault_zoo/results.json   # tables only
 
 Runs are in benchmarks/zoo_variants.py (>= 3 per catalog id, 5 model families, 4 datasets incl. scikit-learn's
@@ -25,6 +26,7 @@ from benchmarks.zoo_variants import Context, Variant, build_run, variants
 flags.DEFINE_string("scratch", "/tmp/fault_zoo", "Workdirs, TFDS data and the digits image folders.")
 flags.DEFINE_string("out", "", "Results JSON (default: <scratch>/results.json); runs already in it are skipped.")
 flags.DEFINE_list("ids", [], "Only these catalog ids ('healthy' for the healthy runs).")
+flags.DEFINE_list("only", [], "Only these runs, by name (e.g. lr_too_high/1-video_convgru-clips).")
 flags.DEFINE_enum("half", "both", ["both", "calibration", "held_out"], "Which half of the variants.")
 flags.DEFINE_integer("max_runs", 0, "Stop after this many new runs (0: all).")
 flags.DEFINE_integer("jobs", 1, "Runs in parallel processes (1 on a shared 2-core machine).")
@@ -235,7 +237,7 @@ def summarize(rows: list[dict]) -> str:
 def _selected(all_variants: list[Variant]) -> list[Variant]:
     ids = set(FLAGS.ids)
     chosen = [v for v in all_variants if (not ids or (v.expected or "healthy") in ids)
-              and (FLAGS.half == "both" or v.half == FLAGS.half)]
+              and (FLAGS.half == "both" or v.half == FLAGS.half) and (not FLAGS.only or v.name in FLAGS.only)]
     # Interleave by variant index, so a benchmark cut short covers every id before its second variant.
     return sorted(chosen, key=lambda v: v.index)
 

@@ -79,6 +79,54 @@ def test_rank_trials_verifies_only_clean_trials_that_beat_the_baseline():
     assert [t.verified for t in ranked] == [True, False, False, False, False]
 
 
+def test_lr_search_bisects_towards_the_lr_that_learned_more_until_a_trial_verifies():
+    lr, ids = "optimizer.learning_rate", ("lr_too_high",)
+
+    def trial(name, value, left=(), metric=0.5, **kwargs):
+        return repair.Trial(name, {lr: value} if value else {}, ids if value else (), left, metric=metric, **kwargs)
+
+    # Zoo run lr_too_high/1 (Adam at 0.5, baseline 0.66): the analyzer's LR left a collapse, the range test's 0.12
+    # learned most but left dead units: none clean, so the geometric mean of the two.
+    trials = [trial("baseline", None, ("lr_too_high",), 0.66),
+              trial("lr_too_high-1", 0.000881, ("one_class_collapse",), 0.16),
+              trial("lr_too_high-lr_find", 0.12, ("dead_units",), 0.91),
+              repair.Trial("c", {lr: 1e-6, "optimizer.grad_clip_norm": 1.0}, ids, ()),  # not the LR alone
+              repair.Trial("d", {lr: 10.0}, ids, error="FloatingPointError")]  # did not run
+    assert repair.next_lr(trials) == ("lr_too_high-lr_search-1", {lr: 0.01}, ids)
+    # 0.01 is clean but learned less than the baseline: halfway (in log) towards 0.12, which learned more.
+    trials.append(trial("lr_too_high-lr_search-1", 0.01, (), 0.54))
+    assert repair.next_lr(trials) == ("lr_too_high-lr_search-2", {lr: 0.035}, ids)
+    trials.append(trial("lr_too_high-lr_search-2", 0.035, ("dead_units",), 0.60))
+    assert repair.next_lr(trials)[1] == {lr: 0.019}  # the edge lies between 0.01 and 0.035 now
+    trials.append(trial("lr_too_high-lr_search-3", 0.019, (), 0.58))
+    assert repair.next_lr(trials) is None  # 0.019 to 0.035: within LR_SEARCH_RESOLUTION
+    assert repair.next_lr([*trials[:3], trial("e", 0.01, (), 0.9, verified=True)]) is None
+    assert repair.next_lr(trials[:2]) is None  # one LR: nothing to search between
+
+
+def test_trial_on_another_split_is_evaluated_in_its_own_epochs(monkeypatch, tmp_path):
+    class Info:  # the whole split: 4,096 examples, 128 steps of 32 an epoch
+        num_train_examples = 4096
+
+    seen = {}
+
+    def train(config, workdir):
+        seen["config"] = config
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(repair, "build_input", lambda config: type("Pipeline", (), {"info": Info})())
+    monkeypatch.setattr(repair, "train_and_evaluate", train)
+    config = test_config.get_config()
+    config.training.batch_size = 32
+    base = repair.trial_config(config, 240, steps_per_epoch=4)  # the run's 128-image slice: 4 steps an epoch
+    assert base.training.eval_every_epochs == 15.0  # every 60 steps
+    trial = repair.run_trial(base, str(tmp_path / "t"), "overfitting-1", {"data.train_split": "train"}, (),
+                             "eval_accuracy")
+    assert trial.error == "RuntimeError: stop here"
+    assert seen["config"].training.eval_every_epochs * 128 == 60  # still every 60 steps, not every 1,920
+    assert seen["config"].data.train_split == "train" and seen["config"].training.num_train_steps == 240
+
+
 def test_budget_default_covers_a_quarter_of_the_run_and_the_main_findings_evidence():
     config = test_config.get_config()
     assert [repair.repair_budget(config, n) for n in (20, 100, 400)] == [20, 40, 100]

@@ -208,6 +208,10 @@ def frozen(modules):
     return patch
 
 
+# Overfitting: train loss to ~0 and accuracy 1.0 while the eval loss rises from epoch 3.
+FAULTS_OVERFIT = dict(loss=falling(2.2, 0.003), accuracy=[0.2, 0.6, 0.9] + [1.0] * 7,
+                      eval_loss=[2.2, 1.9, 1.8, 2.3, 2.8, 3.2, 3.4, 3.4, 3.5, 3.5],
+                      eval_accuracy=[0.18, 0.3, 0.35] + [0.3] * 7)
 FAULTS = {
     "nonfinite": nan_data_from_epoch_4,
     "lr_too_high": lambda: make_run(
@@ -253,15 +257,12 @@ FAULTS = {
         brightness_share=0.0, patch=frozen(BRIGHTNESS)),
     "pathway_imbalance": lambda: make_run(brightness_share=3e-6),
     "clipping_dominates": lambda: make_run(clip=1e-4, clipped=1.0, grad_norm=1.5,
-                                           config={"optimizer.grad_clip_norm": 1e-4}),
+                                           config={"optimizer.grad_clip_norm": 1e-4, "optimizer.name": "sgd"}),
     "over_regularization": lambda: make_run(
         accuracy=[0.07, 0.12, 0.1, 0.1, 0.14, 0.08, 0.11, 0.1, 0.12, 0.09], loss=falling(2.4, 2.3),
         reg_loss=falling(122.0, 113.0), eval_accuracy=0.1, eval_loss=2.3,
         config={"optimizer.weight_decay": 0.5, "model.dropout": 0.9, "training.label_smoothing": 0.6}),
-    "overfitting": lambda: make_run(
-        loss=falling(2.2, 0.003), accuracy=[0.2, 0.6, 0.9] + [1.0] * 7,
-        eval_loss=[2.2, 1.9, 1.8, 2.3, 2.8, 3.2, 3.4, 3.4, 3.5, 3.5], eval_accuracy=[0.18, 0.3, 0.35] + [0.3] * 7,
-        config={"model.dropout": 0.0, "optimizer.weight_decay": 0.0}),
+    "overfitting": lambda: make_run(**FAULTS_OVERFIT, config={"model.dropout": 0.0, "optimizer.weight_decay": 0.0}),
     "nan_skips": nan_in_a_few_batches,
     "loss_plateau": lambda: make_run(
         lr=[PEAK_LR] * 5 + [1e-9] * 5, update_ratio=[2e-3] * 5 + [1e-9] * 5,
@@ -321,6 +322,41 @@ def test_findings_carry_where_and_the_run_s_own_numbers():
     assert analyze(FAULTS["vanishing_gradients"]())[0].module == "conv0"
     plateau = analyze(FAULTS["loss_plateau"]())[0]
     assert plateau.steps == (600, 1000) and plateau.recommendations[0] == "--config.optimizer.learning_rate=0.003"
+
+
+def test_overfitting_advice_addresses_a_sliced_split_and_missing_augmentation_first():
+    def advice(**config):
+        base = {"model.dropout": 0.0, "optimizer.weight_decay": 0.0}
+        return analyze(make_run(**FAULTS_OVERFIT, config={**base, **config}))[0]
+
+    # Zoo run overfitting/1: 128 images of train, no shifts, AdamW (decoupled decay: 5e-4 would do nothing).
+    sliced = advice(**{"data.train_split": "train[:128]", "data.crop_padding": 0})
+    assert sliced.recommendations == (
+        "--config.data.train_split=train", "--config.data.crop_padding=4", "--config.model.dropout=0.3",
+        "--config.optimizer.weight_decay=0.01", "--config.early_stopping.enabled=True")
+    assert "slice of train" in sliced.explanation
+    # The eval data is drawn from the same split: the rest of it may be the eval images, so no whole split.
+    held = advice(**{"data.train_split": "train[:80%]", "data.eval_split": "train[80%:]"})
+    assert held.recommendations[0] == "--config.model.dropout=0.3"
+    assert "no config override adds it" in held.explanation
+    sgd = advice(**{"optimizer.name": "sgd"})
+    assert "--config.optimizer.weight_decay=0.0005" in sgd.recommendations
+
+
+def test_clipping_under_adam_is_a_warning_only_when_the_updates_shrank():
+    def clipped(optimizer, ratio, **numbers):
+        return analyze(make_run(clip=1e-3, clipped=1.0, grad_norm=1.5, update_ratio=ratio, **numbers,
+                                config={"optimizer.grad_clip_norm": 1e-3, "optimizer.name": optimizer}))
+
+    # Zoo run clipping_dominates/1: AdamW clipped to 1e-3 on every step kept a peak update ratio of 0.024.
+    harmless = next(f for f in clipped("adamw", 2e-3) if f.id == "clipping_dominates")
+    assert harmless.severity == "info" and "adamw divides the gradient's scale out" in harmless.explanation
+    # Clipped so far that the updates sank below the healthy band (to Adam's eps): the clip is the cause.
+    starved = clipped("adam", 1e-6, loss=2.3, accuracy=0.1, eval_accuracy=0.1, eval_loss=2.3)
+    assert [(f.id, f.severity) for f in starved[:2]] == [("clipping_dominates", "warning"), ("lr_too_low", "info")]
+    assert starved[0].evidence["explains"] == ["lr_too_low"]
+    # SGD's update is LR x clip norm: a warning whatever the ratio.
+    assert clipped("sgd", 2e-3)[0].severity == "warning"
 
 
 def test_exploding_gradients_that_grow_during_a_finite_run():

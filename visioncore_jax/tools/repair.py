@@ -18,6 +18,8 @@ import shutil
 import ml_collections
 
 from visioncore_jax import diagnostics
+from visioncore_jax.data import build_input
+from visioncore_jax.optim import durations
 from visioncore_jax.tools.lr_find import lr_range_test
 from visioncore_jax.tools.overrides import apply_overrides, load_run_config, override_flags, parse_overrides
 from visioncore_jax.train import train_and_evaluate
@@ -33,9 +35,21 @@ MAX_FINDINGS, MAX_PER_FINDING = 3, 2
 # Findings about the LR also get the LR range test's suggestion as a candidate (their own advice may be a
 # fixed factor that is not enough).
 LR_FINDINGS = ("nonfinite", "lr_too_high", "lr_too_low", "loss_plateau")
+# When no trial verified, a search over the LR, one trial a round (at most LR_SEARCH_ROUNDS), on the trials that
+# changed the LR alone: the LRs proposed (the finding's own from the update ratio, the range test's from the loss)
+# are estimates from different evidence, and the LR that both stays clean and learns enough may lie between
+# them. With a clean LR tried, the next LR is the geometric mean of the best clean one and its neighbour in LR
+# that learned more but left a finding (bisection towards the edge of the clean range, where a short run learns
+# fastest); with none clean, the geometric mean of the lowest and highest. It stops when the two are within
+# LR_SEARCH_RESOLUTION x of each other.
+LR_SEARCH_ROUNDS, LR_SEARCH_RESOLUTION = 4, 2.0
 # "Better than the baseline": the metric gain a verified fix needs (absolute, accuracy / Dice in [0, 1]).
 MIN_GAIN = 0.005
 SECTION = "## Verified repair"
+# Overrides that change the length of an epoch (the training data or the batch): a trial with one of them gets its
+# TRIAL_RECORDS evaluations re-timed in its own epochs (else a trial on the whole split of a run that trained on
+# a 128-image slice would evaluate once, at the end, and the rules would see no trend).
+EPOCH_FIELDS = frozenset({"data.name", "data.image_folder", "data.train_split", "training.batch_size"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +168,32 @@ def candidates(findings, config: ml_collections.ConfigDict) -> list[tuple[str, d
     return out
 
 
+def next_lr(trials: list[Trial]) -> tuple[str, dict, tuple[str, ...]] | None:
+    """The LR search's next candidate (see LR_SEARCH_ROUNDS) from the ranked `trials` so far; None when a trial
+    verified, fewer than two LRs were tried alone, or the interval to split is within LR_SEARCH_RESOLUTION x."""
+    key = "optimizer.learning_rate"
+    if any(t.verified for t in trials):
+        return None
+    tried = sorted((t for t in trials if t.error is None and set(t.overrides) == {key}), key=lambda t: t.overrides[key])
+    clean = [t for t in tried if not t.findings_left and math.isfinite(t.metric)]
+    if clean:
+        best = max(clean, key=lambda t: t.metric)
+        index = tried.index(best)
+        better = [t for t in tried[max(index - 1, 0):index + 2]
+                  if t.findings_left and math.isfinite(t.metric) and t.metric > best.metric]
+        ends = (best, max(better, key=lambda t: t.metric)) if better else None
+    else:
+        ends = (tried[0], tried[-1]) if len(tried) > 1 else None
+    if ends is None:
+        return None
+    low, high = sorted(t.overrides[key] for t in ends)
+    if high / low <= LR_SEARCH_RESOLUTION:
+        return None
+    ids = ends[-1].addresses
+    rounds = sum("-lr_search-" in t.name for t in trials)
+    return f"{ids[0] if ids else 'lr'}-lr_search-{rounds + 1}", {key: float(f"{math.sqrt(low * high):.2g}")}, ids
+
+
 def _lr_suggestion(config: ml_collections.ConfigDict) -> float | None:
     """The LR range test's suggestion for `config` (rounded to 2 significant digits), None when it fails."""
     try:
@@ -169,7 +209,12 @@ def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overri
     """Trains `config` with `overrides` into `workdir` (from scratch) and analyses it."""
     shutil.rmtree(workdir, ignore_errors=True)
     try:
-        state = train_and_evaluate(apply_overrides(config, overrides), workdir)
+        trial = apply_overrides(config, overrides)
+        if EPOCH_FIELDS & set(overrides):
+            info = build_input(trial).info
+            trial = trial_config(trial, config.training.num_train_steps,
+                                 durations.steps_per_epoch(info.num_train_examples, trial.training.batch_size))
+        state = train_and_evaluate(trial, workdir)
         if int(state.step) < config.training.num_train_steps:  # the loop stopped on SIGTERM: so does the repair
             raise KeyboardInterrupt(f"Repair stopped during trial {name}; rerun --mode=repair to start again.")
         findings = diagnostics.analyze(workdir)
@@ -224,14 +269,25 @@ def repair(workdir: str) -> RepairResult:
     directory = os.path.join(workdir, "diagnostics", "repair")
     plan = [("baseline", {}, ())] + candidates(findings, base)
     logging.info("Repair of %s: %d trials of %d steps.", workdir, len(plan), budget)
-    trials = [run_trial(base, os.path.join(directory, name), name, overrides, ids, metric)
-              for name, overrides, ids in plan]
+    trials = _run_all(base, directory, plan, metric)
+    for _ in range(LR_SEARCH_ROUNDS):
+        proposal = next_lr(rank_trials(trials, trials[0]))
+        if proposal is None:
+            break
+        logging.info("Repair of %s: no verified fix yet; trying LR %g.", workdir, *proposal[1].values())
+        trials += _run_all(base, directory, [proposal], metric)
     ranked = rank_trials(trials, trials[0])
     best = next((t for t in ranked if t.verified), None)
     result = RepairResult(workdir, metric, budget, tuple(f.id for f in _severe(findings)), tuple(ranked),
                           rerun_command(workdir, best.overrides) if best else None)
     write_repair(result)
     return result
+
+
+def _run_all(config: ml_collections.ConfigDict, directory: str, plan: list, metric: str) -> list[Trial]:
+    """`run_trial` for each (name, overrides, finding ids) of `plan`, into `directory/<name>`."""
+    return [run_trial(config, os.path.join(directory, name), name, overrides, ids, metric)
+            for name, overrides, ids in plan]
 
 
 def format_repair(result: RepairResult) -> str:

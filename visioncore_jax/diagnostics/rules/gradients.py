@@ -10,7 +10,7 @@ import numpy as np
 
 from visioncore_jax.diagnostics.findings import Finding
 from visioncore_jax.diagnostics.rules import evidence as ev
-from visioncore_jax.diagnostics.rules.lr import HIGH_UPDATE_RATIO
+from visioncore_jax.diagnostics.rules.lr import BELOW_HEALTHY_UPDATE_RATIO, HIGH_UPDATE_RATIO
 from visioncore_jax.diagnostics.rules.rule import Rule
 from visioncore_jax.diagnostics.schema import RunRecords
 
@@ -39,6 +39,13 @@ PATHWAY_SHARE = 0.01
 # clipping_dominates: clipping on > 90% of steps with the pre-clip norm > 10x the threshold.
 CLIP_FRACTION = 0.9
 CLIP_NORM_FACTOR = 10.0
+# Optimizers whose update does not shrink with the gradient's scale: Adam / AdamW divide each coordinate by its
+# running RMS, LAMB adds a per-layer trust ratio on top. A clip that rescales every step's gradient leaves their
+# update size to the LR and only reweights steps (zoo: AdamW with clip norms 1e-3 to 1e-5 kept peak update ratios
+# of 0.023, those of healthy runs). Under them the finding is a warning only with evidence of harm, the largest
+# per-record median update ratio below the healthy band (BELOW_HEALTHY_UPDATE_RATIO: the clipped gradients sank
+# to the optimizer's eps); else info. Under SGD the update is LR x clip norm: always a warning.
+SCALE_INVARIANT_OPTIMIZERS = ("adam", "adamw", "lamb")
 
 
 def _clip_advice(run: RunRecords) -> tuple[str, ...]:
@@ -264,7 +271,8 @@ def pathway_imbalance(run: RunRecords) -> list[Finding]:
 
 
 def clipping_dominates(run: RunRecords) -> list[Finding]:
-    """Clipping active on nearly every step with the norm far above the threshold."""
+    """Clipping active on nearly every step with the norm far above the threshold; info under a scale-invariant
+    optimizer whose updates stayed in the healthy band (see SCALE_INVARIANT_OPTIMIZERS)."""
     if not run.train:
         return []
     clip = run.train[-1].grad_clip_norm
@@ -274,13 +282,21 @@ def clipping_dominates(run: RunRecords) -> list[Finding]:
     norm = ev.finite_stat(np.median, ev.scalar_series(run.train, "grad_norm"))
     if not (fraction > CLIP_FRACTION and norm > CLIP_NORM_FACTOR * clip):
         return []
+    optimizer = ev.config_value(run, "optimizer.name")
+    ratio = ev.finite_stat(np.max, ev.update_ratios(run))
+    harmless = optimizer in SCALE_INVARIANT_OPTIMIZERS and ratio >= BELOW_HEALTHY_UPDATE_RATIO
+    effect = (f"{optimizer} divides the gradient's scale out of each update, so the updates kept the size the LR "
+              f"sets (largest median update ratio {ratio:.3g}, healthy >= {BELOW_HEALTHY_UPDATE_RATIO:g}); the clip "
+              "only gives every step's gradient the same norm, so the steps with large gradients count no more than "
+              "the quiet ones." if harmless else
+              "Every update is rescaled to the clip norm, so the effective learning rate is a small fraction of the "
+              "configured one and the update direction ignores the gradient's size.")
     return [Finding(
-        "clipping_dominates", "warning",
+        "clipping_dominates", "info" if harmless else "warning",
         f"Gradient clipping was active on {fraction:.0%} of steps; the median gradient norm {norm:.3g} is "
-        f"{norm / clip:.0f}x the threshold {clip:g}.",
-        "Every update is rescaled to the clip norm, so the effective learning rate is a small fraction of the "
-        "configured one and the update direction ignores the gradient's size.",
-        {"clip_fraction": fraction, "median_grad_norm": norm, "grad_clip_norm": clip},
+        f"{norm / clip:.0f}x the threshold {clip:g}.", effect,
+        {"clip_fraction": fraction, "median_grad_norm": norm, "grad_clip_norm": clip, "optimizer": optimizer,
+         "peak_update_ratio": ratio},
         (ev.override("optimizer.grad_clip_norm", ev.fmt(max(1.0, norm))),), steps=ev.steps_of(run.train))]
 
 
@@ -293,7 +309,9 @@ RULES = (
     Rule("vanishing_gradients", vanishing_gradients, FAMILY, "cause", ("chance_level", "one_class_collapse")),
     Rule("params_not_updating", params_not_updating, FAMILY, "cause", ("pathway_imbalance",)),
     Rule("pathway_imbalance", pathway_imbalance, FAMILY, "cause"),
-    Rule("clipping_dominates", clipping_dominates, FAMILY, "cause", ("chance_level", "one_class_collapse")),
+    # Under SGD (or an Adam whose clipped gradients sank to its eps) the clip is what keeps the updates tiny.
+    Rule("clipping_dominates", clipping_dominates, FAMILY, "cause",
+         ("chance_level", "one_class_collapse", "lr_too_low")),
     # Units dead from the initialization pass no gradient: the weights do not move, whatever the LR.
     Rule("dead_units", dead_units, FAMILY, "symptom",
          ("params_not_updating", "lr_too_low", "chance_level", "one_class_collapse")),

@@ -2,6 +2,7 @@
 overfitting (training improves while evaluation worsens)."""
 
 import math
+import re
 
 import numpy as np
 
@@ -30,6 +31,17 @@ HEAVY_LIMITS = {"optimizer.weight_decay": HEAVY_WEIGHT_DECAY, "model.dropout": H
 OVERFIT_LOSS_RISE = 1.2
 OVERFIT_EVALS_SINCE_BEST = 3
 OVERFIT_GAP = 0.15
+# Its advice, cause first: the whole split when the run trains on a slice of it (TFDS `name[...]`); random shifts
+# of OVERFIT_CROP_PADDING pixels when the run has none (label-preserving for every task here, unlike a flip,
+# which turns a clip's "left" into "right"); dropout OVERFIT_DROPOUT; weight decay at the top of the usual range
+# of the optimizer's kind (an L2 term added to the gradient, SGD / Adam: 5e-4; decoupled, AdamW / LAMB: 1e-2,
+# PyTorch's AdamW default; 5e-4 there shrinks the weights by lr x 5e-4 a step, nothing); early stopping last (it
+# keeps the best checkpoint but does not close the gap).
+OVERFIT_CROP_PADDING = 4
+OVERFIT_DROPOUT = 0.3
+OVERFIT_WEIGHT_DECAY = {"coupled": 5e-4, "decoupled": 1e-2}
+DECOUPLED_DECAY_OPTIMIZERS = ("adamw", "lamb")
+SLICED_SPLIT = re.compile(r"^(\w+)\[[^\]]*\]$")
 CHANCE_ACCURACY_FACTOR = 1.3
 
 
@@ -73,6 +85,29 @@ def over_regularization(run: RunRecords) -> list[Finding]:
         steps=ev.steps_of(run.train))]
 
 
+def whole_split(run: RunRecords) -> str | None:
+    """The split the run's training split is a slice of (`train` for `train[:128]`), when the eval split is not
+    drawn from it too (then the rest of it may be the eval data); None otherwise."""
+    match = SLICED_SPLIT.match(str(ev.config_value(run, "data.train_split", "")))
+    eval_split = str(ev.config_value(run, "data.eval_split", ""))
+    if not match or re.match(rf"^{match.group(1)}\b", eval_split):
+        return None
+    return match.group(1)
+
+
+def overfitting_advice(run: RunRecords) -> tuple[str, ...]:
+    """The overfitting overrides, cause first: the whole training split, shift augmentation, dropout, weight
+    decay for the optimizer's kind, early stopping (overrides repeating the run's values are dropped later)."""
+    split = whole_split(run)
+    crop = ev.as_number(ev.config_value(run, "data.crop_padding", 0))
+    decay = "decoupled" if ev.config_value(run, "optimizer.name") in DECOUPLED_DECAY_OPTIMIZERS else "coupled"
+    return ((ev.override("data.train_split", split),) if split else ()) + \
+        ((ev.override("data.crop_padding", OVERFIT_CROP_PADDING),) if not crop > 0 else ()) + \
+        (ev.override("model.dropout", OVERFIT_DROPOUT),
+         ev.override("optimizer.weight_decay", OVERFIT_WEIGHT_DECAY[decay]),
+         ev.override("early_stopping.enabled", True))
+
+
 def overfitting(run: RunRecords) -> list[Finding]:
     """Training keeps improving while evaluation worsens."""
     if len(run.eval) < OVERFIT_EVALS_SINCE_BEST + 1 or len(run.train) < 2:
@@ -90,18 +125,24 @@ def overfitting(run: RunRecords) -> list[Finding]:
             and eval_losses[-1] > OVERFIT_LOSS_RISE * eval_losses[best]
             and train_losses[-1] < train_losses[at_best] and gap > OVERFIT_GAP):
         return []
+    examples = run.train[-1].steps_per_epoch * int(ev.as_number(ev.config_value(run, "training.batch_size", 0)))
+    k, split = ev.num_classes(run), whole_split(run)
+    size = f" on about {examples} training examples" + (f" ({examples / k:.0f} per class)" if k else "") \
+        if examples > 0 else ""
+    cause = (f"The training split {ev.config_value(run, 'data.train_split')} is a slice of {split}: train on the "
+             "whole split; " if split else
+             "More data is the fix for a small training split, and no config override adds it; ")
     return [Finding(
         "overfitting", "warning",
         f"Eval loss rose from {eval_losses[best]:.3f} (step {best_step}) to {eval_losses[-1]:.3f} while train loss "
-        f"fell to {train_losses[-1]:.3f}; train accuracy is {gap:.0%} above eval accuracy.",
-        "The model memorizes the training set instead of generalizing. Add data or augmentation, regularize, or stop "
-        "at the best eval step (the best checkpoint is kept).",
+        f"fell to {train_losses[-1]:.3f}{size}; train accuracy is {gap:.0%} above eval accuracy.",
+        "The model memorizes the training set instead of generalizing. " + cause +
+        "augmentation and regularization narrow the gap; early stopping keeps the best checkpoint but does not "
+        "close it.",
         {"best_eval_loss": float(eval_losses[best]), "best_step": best_step, "last_eval_loss": float(eval_losses[-1]),
          "train_loss_at_best": float(train_losses[at_best]), "last_train_loss": float(train_losses[-1]),
-         "train_eval_accuracy_gap": gap},
-        (ev.override("early_stopping.enabled", True), ev.override("optimizer.weight_decay", 5e-4),
-         ev.override("model.dropout", 0.3), ev.override("data.crop_padding", 4)),
-        steps=(best_step, run.eval[-1].step))]
+         "train_eval_accuracy_gap": gap, "train_examples": examples},
+        overfitting_advice(run), steps=(best_step, run.eval[-1].step))]
 
 
 RULES = (
