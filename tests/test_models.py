@@ -1,5 +1,7 @@
 """Models: exact parameter counts, pathway independence, initialisation, dropout, dtypes, config errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,13 +41,14 @@ def test_single_pathway_count_matches_closed_form():
 def test_pathways_have_disjoint_parameters_and_do_not_mix():
     config = test_config.get_config()
     model = build_model(config, 10)
-    variables = model.init(jax.random.PRNGKey(0), INPUTS, train=False)
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(0), INPUTS)
     assert set(variables["params"]) == {"color", "brightness", "head"}
     assert variables["params"]["brightness"]["stem_conv"]["kernel"].shape[2] == 1
     assert variables["params"]["color"]["stem_conv"]["kernel"].shape[2] == 3
     rng = np.random.default_rng(0)
     inputs = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in INPUTS.items()}
 
+    @jax.jit  # one compiled forward: op-by-op dispatch of a ResNet costs seconds
     def features(inputs):
         _, state = model.apply(variables, inputs, train=False, capture_intermediates=True)
         inter = state["intermediates"]
@@ -59,7 +62,7 @@ def test_pathways_have_disjoint_parameters_and_do_not_mix():
     def loss(params):
         return model.apply({**variables, "params": params}, inputs, train=False)["logits"].sum()
 
-    grads = jax.grad(loss)(variables["params"])
+    grads = jax.jit(jax.grad(loss))(variables["params"])
     for pathway in ("color", "brightness"):
         assert float(jnp.abs(grads[pathway]["stem_conv"]["kernel"]).sum()) > 0
 
