@@ -168,7 +168,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.diagnostics.lr_find_min = 1e-6
     config.diagnostics.lr_find_max = 10.0
     # Verified repair (python main.py --mode=repair): train steps of each short trial; -1 = a quarter of the run
-    # and as far as its main warning/error was seen, at least 40 steps, at most the whole run (visioncore_jax/tools/repair.py).
+    # and as far as its main warning/error was seen, at least 40 steps, at most the whole run
+    # (visioncore_jax/tools/repair.py).
     config.diagnostics.repair_steps = -1
     # At the end of training, run the repair when a finding is an error (main.py's train mode).
     config.diagnostics.auto_repair = False

@@ -15,7 +15,7 @@ from visioncore_jax import diagnostics
 from visioncore_jax.diagnostics.schema import SCHEMA_VERSION
 from visioncore_jax.models.layers import DIAGNOSTICS
 from visioncore_jax.train import train_and_evaluate
-from visioncore_jax.train.statistics import accumulate, empty_summary, module_of, step_statistics
+from visioncore_jax.train.statistics import accumulate, empty_summary, module_of, per_array_sums, step_statistics
 
 
 def test_module_of_groups_by_the_top_two_levels():
@@ -58,6 +58,14 @@ def test_step_statistics_match_numpy():
                             weight_decay=0.0)
     modules = sorted({module_of(k) for k in flat_grads})
     assert stats["scalars/nonfinite_grads"] == 1 and modules[int(stats["first_nonfinite_module"])] == "head"
+
+
+def test_per_array_sums_keep_the_order_of_arrays_whose_shapes_repeat():
+    rng = np.random.default_rng(0)
+    shapes = [(3, 3), (5,), (3, 3), (2, 3, 3), (5,), (3, 3), ()]  # interleaved repeats, a scalar
+    arrays = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+    sums = jax.jit(per_array_sums)([jnp.asarray(a) for a in arrays])
+    np.testing.assert_allclose(np.asarray(sums), [a.sum() for a in arrays], rtol=1e-6, atol=1e-6)
 
 
 def test_sown_activation_and_gate_statistics():

@@ -1,9 +1,9 @@
 """Statistics computed inside the jitted train step, and their on-device aggregation over a record period.
 
 Everything here is pure and traced into the same XLA program as the step: per-module gradient, parameter and
-update norms (one reduction per parameter array), per-pathway totals, non-finite gradient counts, and the
-block / gate statistics the models sow into the `diagnostics` collection. No extra forward or backward pass,
-and nothing leaves the device until a record is written.
+update norms (one stacked reduction per distinct parameter shape and tree), per-pathway totals, non-finite
+gradient counts, and the block / gate statistics the models sow into the `diagnostics` collection. No extra
+forward or backward pass, and nothing leaves the device until a record is written.
 """
 
 import functools
