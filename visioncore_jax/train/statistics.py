@@ -52,13 +52,20 @@ def module_names(params, order: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(in_forward_order(names, order))
 
 
-def per_array_sums(arrays: list[jax.Array]) -> jax.Array:
-    """The sum of every array of `arrays` (in float32, in their order), one reduction per distinct shape.
+def per_array_sums(arrays: list[jax.Array], group_by_shape: bool | None = None) -> jax.Array:
+    """The sum of every array of `arrays` (in float32, in their order): with `group_by_shape` one reduction per
+    distinct shape, else one per array; by default grouped on accelerators, not on CPU.
 
     Hand-written because a `jnp.sum` per array is one GPU kernel per array (XLA does not group reductions of
     differently shaped arrays; per-array statistics added ~460 kernels to an H200 step of the CIFAR-100 dual
-    ResNet-18). Arrays of one shape (a ResNet repeats a handful of shapes) are stacked and reduced together; a
-    single concatenation of all of them was tried and measured slower on the GPU (+10% of the step vs +3.8%)."""
+    ResNet-18, +3.8% of it). Arrays of one shape (a ResNet repeats a handful of shapes) are stacked and reduced
+    together there (+1.9%); a single concatenation of all of them was slower (+10%). XLA:CPU has no launch cost
+    to save and copies the stacks: the same grouping cost +9.6% of that model's CPU step, so CPU keeps one
+    reduction per array (BENCHMARKS.md, "Statistics on the H200")."""
+    if group_by_shape is None:
+        group_by_shape = jax.default_backend() != "cpu"
+    if not group_by_shape:
+        return jnp.stack([jnp.sum(array.astype(jnp.float32)) for array in arrays])
     groups: dict[tuple, list[int]] = {}
     for index, array in enumerate(arrays):
         groups.setdefault(array.shape, []).append(index)
