@@ -122,8 +122,8 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
     param_norm = jnp.sqrt(param_sq)
     names = [f"modules/{module}/{stat}" for module in modules
              for stat in ("grad_norm", "param_norm", "update_norm", "update_ratio")]
-    blocks = [jnp.stack([jnp.sqrt(grad_sq), param_norm, update_norm, update_norm / (param_norm + NORM_EPSILON)],
-                        axis=1).reshape(-1)]
+    module_stats = jnp.stack([jnp.sqrt(grad_sq), param_norm, update_norm, update_norm / (param_norm + NORM_EPSILON)],
+                             axis=1).reshape(-1)
 
     scalars = {}
     pathway_of = np.asarray([module.split("/")[0] for module in modules])
@@ -141,7 +141,7 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
     scalars["scalars/loss"] = data_loss + reg_loss
     scalars["scalars/nonfinite_grads"] = nonfinite.sum()
     scalars.update(_sown_stats(sown))
-    return StatVector(tuple(names), blocks[0]).extended(scalars)
+    return StatVector(tuple(names), module_stats).extended(scalars)
 
 
 # ---- On-device aggregation over a record period (mean / min / max / first / last of each scalar). ----
