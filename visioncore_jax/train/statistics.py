@@ -111,13 +111,14 @@ def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay:
 
     # Updates are new - old rather than the optimizer's updates: sharing those with the statistics changes how
     # XLA fuses the parameter update (rounding), and the loss must not depend on whether statistics are on.
-    grad_leaves = [flat_grads[path] for path in paths]
-    param_leaf_sq = per_array_sums([jnp.square(flat_params[path].astype(jnp.float32)) for path in paths])
-    param_sq = per_module(param_leaf_sq)
     new_leaves = traverse_util.flatten_dict(new_params)
-    update_norm = jnp.sqrt(per_module(per_array_sums(
-        [jnp.square(new_leaves[path].astype(jnp.float32) - flat_params[path].astype(jnp.float32)) for path in paths])))
-    grad_sq = per_module(per_array_sums([jnp.square(g.astype(jnp.float32)) for g in grad_leaves]))
+    old = [flat_params[path].astype(jnp.float32) for path in paths]
+    new = [new_leaves[path].astype(jnp.float32) for path in paths]
+    grad_leaves = [flat_grads[path].astype(jnp.float32) for path in paths]
+    param_leaf_sq = per_array_sums([jnp.square(p) for p in old])
+    param_sq = per_module(param_leaf_sq)
+    update_norm = jnp.sqrt(per_module(per_array_sums([jnp.square(n - p) for n, p in zip(new, old, strict=True)])))
+    grad_sq = per_module(per_array_sums([jnp.square(g) for g in grad_leaves]))
     nonfinite = per_module(per_array_sums([(~jnp.isfinite(g)).astype(jnp.float32) for g in grad_leaves]))
     param_norm = jnp.sqrt(param_sq)
     names = [f"modules/{module}/{stat}" for module in modules
