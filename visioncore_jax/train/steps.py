@@ -81,8 +81,11 @@ def train_step(
     L2 penalty `weight_decay` is reported as `reg_loss`). A step whose loss or gradients are non-finite keeps
     the old BatchNorm statistics; the optimizer's NaN-skip keeps the old parameters.
     """
-    new_state, scalars, stats = _step(state, batch, hyperparams, collect=statistics is not None, task=task,
-                                      weight_decay=weight_decay)
+    if statistics is None:
+        new_state, scalars, stats = _step(state, batch, hyperparams, collect=False, task=task,
+                                          weight_decay=weight_decay)
+    else:
+        new_state, scalars, stats = _collecting_step(state, batch, hyperparams, task=task, weight_decay=weight_decay)
     metrics = metrics.merge(TrainMetrics.single_from_model_output(**scalars))
     if stats is not None:
         statistics = accumulate(statistics, stats, new_state.step)
@@ -90,17 +93,18 @@ def train_step(
 
 
 @functools.partial(jax.jit, static_argnames=("task", "weight_decay"))
-def _step_statistics(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array], *,
-                     task, weight_decay: float) -> dict:
-    """The diagnostics statistics of one step; jitted only to be traced once per model by `empty_statistics`."""
-    return _step(state, batch, hyperparams, collect=True, task=task, weight_decay=weight_decay)[2]
+def _collecting_step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array], *,
+                     task, weight_decay: float):
+    """`_step` with its diagnostics statistics, jitted so that the model is traced once for both uses: jit's
+    trace cache hands `train_step`'s trace the trace `empty_statistics` made for the aggregate's keys."""
+    return _step(state, batch, hyperparams, collect=True, task=task, weight_decay=weight_decay)
 
 
 def empty_statistics(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array],
                      **step_kwargs) -> dict:
     """An empty diagnostics aggregate with the keys `train_step` records for this model (traced, not run; the
     trace is reused for equal models, optimizers and shapes)."""
-    return empty_summary(_step_statistics.eval_shape(state, batch, hyperparams, **step_kwargs))
+    return empty_summary(_collecting_step.eval_shape(state, batch, hyperparams, **step_kwargs)[2])
 
 
 def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.Array], *,
