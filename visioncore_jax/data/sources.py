@@ -93,9 +93,14 @@ def tfds_builder(name: str, data_dir: str, download: bool = False) -> tfds.core.
 
 
 def _num_examples(builder: tfds.core.DatasetBuilder, key: str, split: str) -> int:
-    """Size of `split` from the builder's metadata, counted when the metadata lacks it (e.g. mock data)."""
-    if split in builder.info.splits:
-        return builder.info.splits[split].num_examples
+    """Size of `split` (a name, a slice such as 'train[:4096]', or a sum) from the builder's metadata, counted
+    when the metadata lacks it (e.g. mock data)."""
+    try:
+        num_examples = builder.info.splits[split].num_examples
+    except (ValueError, KeyError):  # not a split of the builder: as_dataset below says so in its own words
+        num_examples = 0
+    if num_examples:
+        return num_examples
     try:
         dataset = builder.as_dataset(split=split)
     except (ValueError, KeyError) as error:
