@@ -725,6 +725,22 @@ def test_dead_units_from_initialization_outrank_the_parameters_they_starve():
     assert ids(findings) == ["dead_units"] and "lr_too_low" in findings[0].evidence["explains"]
 
 
+def test_units_that_went_sparse_while_the_loss_kept_falling_are_info_not_a_warning():
+    # Zoo repair trial lr_too_high/1 at Adam LR 0.12 (ConvGRU): encoders above 90% zeros for the last records while
+    # the loss kept falling and eval accuracy reached 0.91.
+    sparse = [0.5] * 6 + [0.93] * 4
+    learning = analyze(make_run(zero_fraction=sparse))
+    assert not [f for f in learning if f.severity != "info"], analyzer.format_findings(learning)
+    dead = next(f for f in learning if f.id == "dead_units")
+    assert dead.severity == "info" and dead.evidence["loss_fall_while_dead"] > 0.05
+    # The same zeros with the loss stuck since they appeared: a warning.
+    stuck = analyze(make_run(zero_fraction=sparse, loss=falling(2.3, 1.5)[:6] + [1.5] * 4))
+    assert [(f.id, f.severity) for f in stuck if f.id == "dead_units"] == [("dead_units", "warning")]
+    # Gone sparse only in the last record: no evidence that learning went on, a warning.
+    late = analyze(make_run(zero_fraction=[0.5] * 9 + [0.93]))
+    assert [(f.id, f.severity) for f in late if f.id == "dead_units"] == [("dead_units", "warning")]
+
+
 @pytest.mark.parametrize("steps,update_ratio", [(6, 2e-3), (40, 2e-3), (16, 0.017)])
 def test_a_run_too_short_to_learn_is_never_called_chance_level(steps, update_ratio):
     # configs/test.py: 6 steps, one record at the end; loss still at ln K, accuracy at chance. 16 steps at a high
