@@ -338,9 +338,18 @@ def test_overfitting_advice_addresses_a_sliced_split_and_missing_augmentation_fi
     # The eval data is drawn from the same split: the rest of it may be the eval images, so no whole split.
     held = advice(**{"data.train_split": "train[:80%]", "data.eval_split": "train[80%:]"})
     assert held.recommendations[0] == "--config.model.dropout=0.3"
-    assert "no config override adds it" in held.explanation
     sgd = advice(**{"optimizer.name": "sgd"})
     assert "--config.optimizer.weight_decay=0.0005" in sgd.recommendations
+
+
+def test_overfitting_asks_for_more_data_only_when_the_split_is_small_per_class():
+    def explanation(batch_size):  # 100 steps per epoch: batch 4 is 400 examples (40 per class), 128 is 1,280
+        config = {"model.dropout": 0.0, "optimizer.weight_decay": 0.0, "training.batch_size": batch_size}
+        return analyze(make_run(**FAULTS_OVERFIT, config=config))[0].explanation
+
+    assert "40 examples per class the training split is small: more data is the fix" in explanation(4)
+    large = explanation(128)
+    assert "1280 examples per class the training split is not small" in large and "more data" not in large.lower()
 
 
 def test_clipping_under_adam_is_a_warning_only_when_the_updates_shrank():
