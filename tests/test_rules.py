@@ -368,6 +368,19 @@ def test_clipping_under_adam_is_a_warning_only_when_the_updates_shrank():
     assert clipped("sgd", 2e-3)[0].severity == "warning"
 
 
+def test_clip_advice_stays_at_or_below_the_default_clip_norm():
+    # Zoo run clipping_dominates/2 (ConvGRU, SGD, clip 1e-5): median norm 28.8 on weights the clip kept at their
+    # initialization; clipped at 28.8 the first spikes went through and it stayed at chance, at 5 it learned.
+    def advice(norm):
+        run = make_run(clip=1e-5, clipped=1.0, grad_norm=norm, loss=2.1, accuracy=0.12, eval_accuracy=0.1,
+                       config={"optimizer.grad_clip_norm": 1e-5, "optimizer.name": "sgd"})
+        return next(f for f in analyze(run) if f.id == "clipping_dominates").recommendations
+
+    assert advice(28.8) == ("--config.optimizer.grad_clip_norm=5",)
+    assert advice(2.13) == ("--config.optimizer.grad_clip_norm=2.13",)
+    assert advice(0.3) == ("--config.optimizer.grad_clip_norm=1",)
+
+
 def test_exploding_gradients_that_grow_during_a_finite_run():
     findings = analyze(make_run(grad_norm=falling(1.0, 1e5)))
     assert findings[0].id == "exploding_gradients" and findings[0].evidence["peak_grad_norm"] == pytest.approx(1e5)
