@@ -146,7 +146,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.num_epochs = 6.0
     config.training.num_train_steps = -1
     config.training.label_smoothing = 0.0
-    # Per-class loss weights from the training label histogram: 'none' | 'cube_root_inverse' (clipped to range).
+    # Per-class loss weights from the training label histogram: 'none' | 'cube_root_inverse' | 'inverse' (clipped
+    # to range).
     config.training.class_weighting = 'none'
     config.training.class_weight_range = (0.7, 1.3)
     config.training.dice_weight = 1.0  # segmentation: loss = pixel cross-entropy + dice_weight * soft Dice

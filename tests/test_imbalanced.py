@@ -22,6 +22,12 @@ def test_cube_root_inverse_class_weights_by_hand():
     np.testing.assert_array_equal(class_weights(counts, "none"), [1, 1, 1, 1])
 
 
+def test_inverse_class_weights_by_hand():
+    counts = [800, 100, 50, 50]  # N / (K n_c) = 0.3125, 2.5, 5, 5
+    np.testing.assert_allclose(class_weights(counts, "inverse", (0.1, 10)), [0.3125, 2.5, 5, 5], rtol=1e-6)
+    np.testing.assert_allclose(class_weights(counts, "inverse", (0.7, 1.3)), [0.7, 1.3, 1.3, 1.3], rtol=1e-6)
+
+
 def test_weighted_loss_is_torchs_weighted_mean():
     rng = np.random.default_rng(0)
     logits, labels = rng.normal(size=(6, 3)).astype(np.float32), np.array([0, 1, 2, 2, 1, 0])

@@ -338,9 +338,18 @@ def test_overfitting_advice_addresses_a_sliced_split_and_missing_augmentation_fi
     # The eval data is drawn from the same split: the rest of it may be the eval images, so no whole split.
     held = advice(**{"data.train_split": "train[:80%]", "data.eval_split": "train[80%:]"})
     assert held.recommendations[0] == "--config.model.dropout=0.3"
-    assert "no config override adds it" in held.explanation
     sgd = advice(**{"optimizer.name": "sgd"})
     assert "--config.optimizer.weight_decay=0.0005" in sgd.recommendations
+
+
+def test_overfitting_asks_for_more_data_only_when_the_split_is_small_per_class():
+    def explanation(batch_size):  # 100 steps per epoch: batch 4 is 400 examples (40 per class), 128 is 1,280
+        config = {"model.dropout": 0.0, "optimizer.weight_decay": 0.0, "training.batch_size": batch_size}
+        return analyze(make_run(**FAULTS_OVERFIT, config=config))[0].explanation
+
+    assert "40 examples per class the training split is small: more data is the fix" in explanation(4)
+    large = explanation(128)
+    assert "1280 examples per class the training split is not small" in large and "more data" not in large.lower()
 
 
 def test_clipping_under_adam_is_a_warning_only_when_the_updates_shrank():
@@ -357,6 +366,19 @@ def test_clipping_under_adam_is_a_warning_only_when_the_updates_shrank():
     assert starved[0].evidence["explains"] == ["lr_too_low"]
     # SGD's update is LR x clip norm: a warning whatever the ratio.
     assert clipped("sgd", 2e-3)[0].severity == "warning"
+
+
+def test_clip_advice_stays_at_or_below_the_default_clip_norm():
+    # Zoo run clipping_dominates/2 (ConvGRU, SGD, clip 1e-5): median norm 28.8 on weights the clip kept at their
+    # initialization; clipped at 28.8 the first spikes went through and it stayed at chance, at 5 it learned.
+    def advice(norm):
+        run = make_run(clip=1e-5, clipped=1.0, grad_norm=norm, loss=2.1, accuracy=0.12, eval_accuracy=0.1,
+                       config={"optimizer.grad_clip_norm": 1e-5, "optimizer.name": "sgd"})
+        return next(f for f in analyze(run) if f.id == "clipping_dominates").recommendations
+
+    assert advice(28.8) == ("--config.optimizer.grad_clip_norm=5",)
+    assert advice(2.13) == ("--config.optimizer.grad_clip_norm=2.13",)
+    assert advice(0.3) == ("--config.optimizer.grad_clip_norm=1",)
 
 
 def test_exploding_gradients_that_grow_during_a_finite_run():
@@ -725,6 +747,22 @@ def test_dead_units_from_initialization_outrank_the_parameters_they_starve():
     assert ids(findings) == ["dead_units"] and "lr_too_low" in findings[0].evidence["explains"]
 
 
+def test_units_that_went_sparse_while_the_loss_kept_falling_are_info_not_a_warning():
+    # Zoo repair trial lr_too_high/1 at Adam LR 0.12 (ConvGRU): encoders above 90% zeros for the last records while
+    # the loss kept falling and eval accuracy reached 0.91.
+    sparse = [0.5] * 6 + [0.93] * 4
+    learning = analyze(make_run(zero_fraction=sparse))
+    assert not [f for f in learning if f.severity != "info"], analyzer.format_findings(learning)
+    dead = next(f for f in learning if f.id == "dead_units")
+    assert dead.severity == "info" and dead.evidence["loss_fall_while_dead"] > 0.05
+    # The same zeros with the loss stuck since they appeared: a warning.
+    stuck = analyze(make_run(zero_fraction=sparse, loss=falling(2.3, 1.5)[:6] + [1.5] * 4))
+    assert [(f.id, f.severity) for f in stuck if f.id == "dead_units"] == [("dead_units", "warning")]
+    # Gone sparse only in the last record: no evidence that learning went on, a warning.
+    late = analyze(make_run(zero_fraction=[0.5] * 9 + [0.93]))
+    assert [(f.id, f.severity) for f in late if f.id == "dead_units"] == [("dead_units", "warning")]
+
+
 @pytest.mark.parametrize("steps,update_ratio", [(6, 2e-3), (40, 2e-3), (16, 0.017)])
 def test_a_run_too_short_to_learn_is_never_called_chance_level(steps, update_ratio):
     # configs/test.py: 6 steps, one record at the end; loss still at ln K, accuracy at chance. 16 steps at a high
@@ -826,11 +864,26 @@ def _skew_evidence(run) -> dict:
     weighting as its first advice."""
     findings = problems(analyze(run))
     assert ids(findings) == ["one_class_collapse"], analyzer.format_findings(findings)
-    assert findings[0].recommendations[0] == "--config.training.class_weighting=cube_root_inverse"
+    assert findings[0].recommendations[0].startswith("--config.training.class_weighting=inverse ")
     return findings[0].evidence
 
 
 ZEROS_69 = [0.69] + [0.0344] * (K - 1)  # the zoo's skewed digits folder: 69% zeros in training, balanced eval
+
+
+def test_a_skewed_training_split_gets_inverse_class_weights_in_a_range_that_holds_them_then_cube_root():
+    # The zoo's 69%-zeros digits folder: inverse weights 1 / (10 x 0.69) = 0.145 and 1 / (10 x 0.0344) = 2.91; the
+    # default range 0.7-1.3 would clip them to a ratio under 2 (zoo run one_class_collapse/0: no change in 60 steps).
+    run = make_run(loss=falling(1.5, 0.77), accuracy=list(np.linspace(0.59, 0.72, 10)), eval_accuracy=0.23,
+                   patch=_skewed_training([0.32, 0.52, 0.12, 0.04] + [0.0] * (K - 4), ZEROS_69))
+    top = problems(analyze(run))[0]
+    assert top.recommendations[:2] == (
+        "--config.training.class_weighting=inverse --config.training.class_weight_range='(0.14,3)'",
+        "--config.training.class_weighting=cube_root_inverse")
+    assert_recommendations_apply([top], run.config)
+    # One class winning on a training split that is not skewed: the cube-root weights, nothing wider.
+    assert analyze(FAULTS["one_class_collapse"]())[0].recommendations[0] == \
+        "--config.training.class_weighting=cube_root_inverse"
 
 
 def test_predictions_that_follow_a_skewed_training_split_are_the_data_cause_without_one_class_winning():

@@ -7,22 +7,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-CLASS_WEIGHTINGS = ("none", "cube_root_inverse")
+# The power of the inverse class frequency each weighting applies ('none': all ones).
+WEIGHTING_POWERS = {"cube_root_inverse": 1 / 3, "inverse": 1.0}
+CLASS_WEIGHTINGS = ("none", *WEIGHTING_POWERS)
 
 
 def class_weights(counts, weighting: str, clip_range=(0.7, 1.3)) -> np.ndarray:
     """Per-class loss weights from the training label histogram `counts`.
 
     `cube_root_inverse` (seed 004): `(N / (K · n_c))^(1/3)`, i.e. the cube root of the inverse class frequency
-    normalised so that a balanced dataset gets 1 everywhere, clipped to `clip_range`; `none`: all ones. A class
-    absent from training gets the upper bound.
+    normalised so that a balanced dataset gets 1 everywhere, clipped to `clip_range`; `inverse`: `N / (K · n_c)`,
+    clipped likewise (unclipped, it makes the expected training loss that of a class-balanced split: the
+    correction for a training split skewed against a balanced eval split); `none`: all ones. A class absent from
+    training gets the upper bound.
     """
     counts = np.asarray(counts, np.float64)
     if weighting == "none":
         return np.ones_like(counts, np.float32)
     low, high = clip_range
     with np.errstate(divide="ignore"):
-        weights = np.cbrt(counts.sum() / (len(counts) * counts))
+        weights = (counts.sum() / (len(counts) * counts)) ** WEIGHTING_POWERS[weighting]
     return np.clip(weights, low, high).astype(np.float32)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from visioncore_jax.diagnostics.findings import Finding
 from visioncore_jax.diagnostics.rules import evidence as ev
-from visioncore_jax.diagnostics.rules.lr import BELOW_HEALTHY_UPDATE_RATIO, HIGH_UPDATE_RATIO
+from visioncore_jax.diagnostics.rules.lr import BELOW_HEALTHY_UPDATE_RATIO, HIGH_UPDATE_RATIO, LOW_LR_LOSS_CHANGE
 from visioncore_jax.diagnostics.rules.rule import Rule
 from visioncore_jax.diagnostics.schema import RunRecords
 
@@ -30,6 +30,12 @@ EXPLODING_NORM = 1e3
 # dead_units: a block whose outputs are zero for > 90% of entries (healthy ReLU blocks: 0.3-0.6).
 DEAD_FRACTION = 0.9
 ALL_DEAD_FRACTION = 0.99  # a block this dead from the first record on died at initialization
+# Blocks that went sparse during training are a warning only while the run stopped learning: when the mean loss of
+# the last period is more than lr.LOW_LR_LOSS_CHANGE (5%, beyond a period mean's batch noise) below both the loss
+# of the record from which every such block stayed above DEAD_FRACTION and the run's first loss, the zeros did not
+# stop the gradient, so the finding is info (zoo: a ConvGRU at Adam LR 0.12 had encoders 92-94% zero from step 45
+# while its loss fell 1.20 -> 0.96 and eval accuracy rose to 0.91). After a divergence the loss falls from its
+# peak but stays above the first loss (zoo repair trials at SGD LR 50-200: 5.3-133 against 2.1-2.5): a warning.
 # saturated_gates: more than half of a gate's entries beyond 0.01 / 0.99 (healthy: < 5%).
 SATURATED_FRACTION = 0.5
 # The hidden-state clamp recommended for a ConvGRU without one.
@@ -46,6 +52,12 @@ CLIP_NORM_FACTOR = 10.0
 # per-record median update ratio below the healthy band (BELOW_HEALTHY_UPDATE_RATIO: the clipped gradients sank
 # to the optimizer's eps); else info. Under SGD the update is LR x clip norm: always a warning.
 SCALE_INVARIANT_OPTIMIZERS = ("adam", "adamw", "lamb")
+# Its advice: the median pre-clip norm as the threshold, at least 1 and at most configs/default.py's clip norm, 5.
+# The norms were measured on weights the clip kept near their initialization, where a gradient can be far above a
+# learning run's: zoo ConvGRU under SGD, 38 at step 1 and a median of 28.8, then 0.6-3.3 once unclipped SGD moved
+# the weights. A clip at 28.8 let the first steps' spikes through (eval accuracy at chance after 60 steps, as with
+# no clip); at 5 it learned (0.191, chance 0.125). The ResNets' medians (1.9-2.1) are inside the range.
+CLIP_ADVICE_RANGE = (1.0, 5.0)
 
 
 def _clip_advice(run: RunRecords) -> tuple[str, ...]:
@@ -146,8 +158,25 @@ def _above(run: RunRecords, field: str, stat: str, threshold: float) -> tuple[di
     return {path: v for path, v in values.items() if v > threshold}, len(entries)
 
 
+def _learned_while_dead(run: RunRecords, blocks) -> tuple[bool, float]:
+    """(whether the loss fell beyond noise while every block in `blocks` stayed above DEAD_FRACTION, the relative
+    fall of the mean loss from the record where the last of them went above it to the last record)."""
+    losses = ev.scalar_series(run.train, "loss")
+
+    def onset(block: str) -> int:
+        zeros = [r.activations.get(block, {}).get("zero_fraction") for r in run.train]
+        alive = [i for i, z in enumerate(zeros) if z is None or not z.mean > DEAD_FRACTION]
+        return alive[-1] + 1 if alive else 0
+
+    start = losses[max(onset(b) for b in blocks)]
+    fall = float((start - losses[-1]) / start) if start > 0 else math.nan
+    below_start = losses[-1] < (1 - LOW_LR_LOSS_CHANGE) * ev.loss_start(run)
+    return bool(fall > LOW_LR_LOSS_CHANGE and below_start), fall
+
+
 def dead_units(run: RunRecords) -> list[Finding]:
-    """Blocks whose ReLU outputs are zero for most entries over the last record period."""
+    """Blocks whose ReLU outputs are zero for most entries over the last record period; info when they went
+    sparse during training and the loss kept falling (see `_learned_while_dead`)."""
     dead, blocks = _above(run, "activations", "zero_fraction", DEAD_FRACTION)
     if not dead:
         return []
@@ -156,15 +185,19 @@ def dead_units(run: RunRecords) -> list[Finding]:
     # Units that died later are the symptom of something else (usually a divergence), which ranks above it.
     at_start = run.train[0].activations.get(worst, {}).get("zero_fraction")
     from_init = at_start is not None and at_start.mean > ALL_DEAD_FRACTION
+    learning, fall = (False, math.nan) if from_init else _learned_while_dead(run, dead)
     cause = ("were dead from the first record on: the initialization (large negative biases, a bad init, "
              "unnormalized inputs) switched them off, so fix the initialization or add normalization"
              if from_init else "died during training, usually after a divergence pushed pre-activations negative")
+    explanation = (f"These blocks are sparse, but the mean loss fell {fall:.0%} while they were: the units still "
+                   "active pass the gradient and the run keeps learning." if learning else
+                   f"Most ReLU units in these blocks never activate, so they pass no gradient and learn nothing. "
+                   f"They {cause}.")
     return [Finding(
-        "dead_units", "error" if from_init else "warning",
+        "dead_units", "error" if from_init else "info" if learning else "warning",
         f"{len(dead)} of {blocks} blocks output zero for more than {DEAD_FRACTION:.0%} of their entries "
-        f"(worst: {worst}, {dead[worst]:.1%}).",
-        f"Most ReLU units in these blocks never activate, so they pass no gradient and learn nothing. They {cause}.",
-        {"zero_fraction": dead, "dead_from_first_record": from_init},
+        f"(worst: {worst}, {dead[worst]:.1%}).", explanation,
+        {"zero_fraction": dead, "dead_from_first_record": from_init, "loss_fall_while_dead": fall},
         ("--mode=preflight",) if from_init else ("--mode=preflight", "--mode=lr_find"),
         steps=ev.steps_of(run.train[-1:]), module=worst)]
 
@@ -297,7 +330,8 @@ def clipping_dominates(run: RunRecords) -> list[Finding]:
         f"{norm / clip:.0f}x the threshold {clip:g}.", effect,
         {"clip_fraction": fraction, "median_grad_norm": norm, "grad_clip_norm": clip, "optimizer": optimizer,
          "peak_update_ratio": ratio},
-        (ev.override("optimizer.grad_clip_norm", ev.fmt(max(1.0, norm))),), steps=ev.steps_of(run.train))]
+        (ev.override("optimizer.grad_clip_norm", ev.fmt(np.clip(norm, *CLIP_ADVICE_RANGE))),),
+        steps=ev.steps_of(run.train))]
 
 
 RULES = (
