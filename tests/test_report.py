@@ -218,7 +218,7 @@ def test_sparse_and_empty_records_do_not_raise(tmp_path):
 
 
 def test_write_report_images_to_tensorboard(tmp_path):
-    figures = report.render_figures(TRAIN, EVAL)
+    figures = report.render_images(TRAIN, EVAL)
     writer = metric_writers.SummaryWriter(str(tmp_path))
     report.write_report_images(writer, 40, figures)
     writer.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import matplotlib
+import matplotlib.image
 import ml_collections
 import numpy as np
 from matplotlib.axes import Axes
@@ -328,10 +329,18 @@ def render_figures(train_records: Sequence[TrainRecord], eval_records: Sequence[
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:
-    """The rendered figure as uint8 RGB [H, W, 3] (for TensorBoard images)."""
+    """The rendered figure as uint8 RGB [H, W, 3] at DPI (the report's PNG and the TensorBoard image)."""
+    fig.set_dpi(DPI)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def render_images(train_records: Sequence[TrainRecord], eval_records: Sequence[EvalRecord],
+                  config: dict | None = None) -> dict[str, np.ndarray]:
+    """`render_figures`, each drawn once to uint8 RGB: what `write_report` saves and `write_report_images` logs
+    (drawing is most of a report's time: a second rendering for TensorBoard doubled it)."""
+    return {name: figure_to_array(fig) for name, fig in render_figures(train_records, eval_records, config).items()}
 
 
 def _where(finding: Finding) -> str:
@@ -449,28 +458,31 @@ def _plots_markdown(names: list[str]) -> list[str]:
 
 
 def write_report(workdir: str, train_records: Sequence[TrainRecord], eval_records: Sequence[EvalRecord],
-                 findings: list[Finding], config: dict | None = None) -> str:
+                 findings: list[Finding], config: dict | None = None,
+                 images: dict[str, np.ndarray] | None = None) -> str:
     """Writes `workdir/diagnostics/report.md` and its `plots/<name>.png`; returns the report's path. `config`
-    is the run's config.json (the config summary and the per-step LR need it)."""
+    is the run's config.json (the config summary and the per-step LR need it); `images` are the plots from
+    `render_images` when the caller has them already."""
     directory = os.path.join(workdir, "diagnostics")
     plots = os.path.join(directory, "plots")
     os.makedirs(plots, exist_ok=True)
-    figures = render_figures(train_records, eval_records, config)
+    images = render_images(train_records, eval_records, config) if images is None else images
     for name in FIGURES:
         path = os.path.join(plots, f"{name}.png")
-        if name in figures:
-            figures[name].savefig(path, dpi=DPI)
+        if name in images:
+            matplotlib.image.imsave(path, images[name])
         elif os.path.exists(path):
             os.remove(path)  # a stale plot of an earlier report
     lines = [f"# Diagnostics report: `{os.path.abspath(workdir)}`", ""]
     lines += _findings_markdown(findings) + _summary_markdown(train_records, eval_records)
-    lines += _config_markdown(config or {}) + _plots_markdown(list(figures)) + _rules_markdown()
+    lines += _config_markdown(config or {}) + _plots_markdown(list(images)) + _rules_markdown()
     path = os.path.join(directory, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
 
 
-def write_report_images(writer, step: int, figures: dict[str, Figure]) -> None:
-    """Writes each figure as the image `diagnostics/<name>` at `step` through a clu metric writer."""
-    writer.write_images(step, {f"diagnostics/{name}": figure_to_array(fig)[None] for name, fig in figures.items()})
+def write_report_images(writer, step: int, images: dict[str, np.ndarray]) -> None:
+    """Writes each plot from `render_images` as the image `diagnostics/<name>` at `step` through a clu metric
+    writer."""
+    writer.write_images(step, {f"diagnostics/{name}": image[None] for name, image in images.items()})

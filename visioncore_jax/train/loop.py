@@ -216,10 +216,10 @@ def _report(workdir: str, writer, plots: bool) -> None:
     logging.info("Diagnostics of %s:\n%s", workdir, analyzer.format_findings(findings))
     if not plots:
         return
-    path = report.write_report(workdir, run.train, run.eval, findings, config=run.config)
+    images = report.render_images(run.train, run.eval, run.config)
+    path = report.write_report(workdir, run.train, run.eval, findings, config=run.config, images=images)
     if run.train:
-        report.write_report_images(writer, run.train[-1].step, report.render_figures(run.train, run.eval,
-                                                                                       run.config))
+        report.write_report_images(writer, run.train[-1].step, images)
         writer.flush()
     logging.info("Diagnostics report: %s", path)
 
