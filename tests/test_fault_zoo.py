@@ -200,12 +200,12 @@ def test_over_regularization(config, pipeline, tmp_path):
     assert_top(findings_of(config, tmp_path, pipeline=pipeline), "over_regularization")
 
 
-def test_overfitting_256_images_40_epochs(config, tmp_path):
-    config.data.train_split = "train[:256]"  # 8 steps an epoch
+def test_overfitting_128_images_40_epochs(config, tmp_path):
+    config.data.train_split = "train[:128]"  # 4 steps an epoch
     config.model.dropout = 0.0
     config.optimizer.weight_decay = 0.0
     config.data.update(crop_padding=0, random_flip=False)
-    config.training.update(num_train_steps=320, eval_every_epochs=2.0, log_every_steps=16)
+    config.training.update(num_train_steps=160, eval_every_epochs=2.0, log_every_steps=8)
     assert_top(findings_of(config, tmp_path), "overfitting")
 
 
