@@ -5,6 +5,7 @@ first, on runs outside the test zoo, and stay silent on healthy runs? Optionally
   python -m benchmarks.fault_zoo --ids=nonfinite,lr_too_high --half=held_out --max_runs=4
   python -m benchmarks.fault_zoo --repair --only=lr_too_high/1-video_convgru-clips   # repair one trained run
   python -m benchmarks.fault_zoo --summarize --out=/tmp/fault_zoo/results.json   # tables only
+  python -m benchmarks.fault_zoo --rescore --out=/tmp/fault_zoo/results.json     # kept repairs, today's criterion
 
 Runs are in benchmarks/zoo_variants.py (>= 3 per catalog id, 5 model families, 4 datasets incl. scikit-learn's
 digits as an image folder; variant k is calibration when k is even, held-out when odd). Results are appended to
@@ -12,6 +13,7 @@ digits as an image folder; variant k is calibration when k is even, held-out whe
 """
 
 import concurrent.futures
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -35,6 +37,9 @@ flags.DEFINE_bool("repair", False, "Also run verified repair on faulty runs whos
 flags.DEFINE_bool("summarize", False, "Only print the tables of --out.")
 flags.DEFINE_bool("reanalyze", False, "Analyse the trained runs' kept workdirs again with the current rules, "
                   "update --out, print the tables (no training).")
+flags.DEFINE_bool("rescore", False, "Re-rank the kept repairs' trials (<scratch>/runs/<run>/diagnostics/repair.json) "
+                  "with the current verification rule, update --out, print the tables (no training; the "
+                  "workdirs are not written).")
 FLAGS = flags.FLAGS
 
 STATUS_ORDER = {"FAIL": 0, "WARN": 1}
@@ -145,11 +150,65 @@ def repair_row(row: dict, workdir: str) -> None:
     start = time.perf_counter()
     try:
         result = repair_tool.repair(workdir)
-        row["repair"] = {"verified": result.best is not None, "best": result.best.name if result.best else None,
-                         "command": result.command, "trials": len(result.trials), "budget": result.budget,
-                         "wall_s": time.perf_counter() - start}
+        row["repair"] = repair_outcome(result) | {"wall_s": time.perf_counter() - start}
     except Exception as error:
         row["repair"] = {"verified": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+
+
+def repair_outcome(result) -> dict:
+    """A repair's row entry: verified, the best verified trial and its command, and the gain over the baseline and
+    the margin it needed of the best verified trial (else the best clean one, `candidate`)."""
+    base = result.baseline
+    candidate = result.best or next((t for t in result.trials if t.name != "baseline" and t.error is None
+                                     and not t.findings_left), None)
+    return {"verified": result.best is not None, "best": result.best.name if result.best else None,
+            "command": result.command, "trials": len(result.trials), "budget": result.budget,
+            "candidate": candidate.name if candidate else None,
+            "gain": candidate.metric - base.metric if candidate else None,
+            "margin": candidate.margin if candidate else None,
+            "eval_examples": base.eval_examples}
+
+
+def rescore_row(row: dict, workdir: str) -> None:
+    """Re-ranks the kept repair of `workdir` (its repair.json and each trial's eval records) by the current rule and
+    updates `row['repair']` (its wall time kept); the trials' findings are the stored ones."""
+    from visioncore_jax.tools import repair as repair_tool
+
+    with open(os.path.join(workdir, "diagnostics", "repair.json")) as f:
+        saved = json.load(f)
+    trials = [repair_tool.Trial.from_json(t) for t in saved["trials"]]
+    trials = [dataclasses.replace(t, eval_examples=t.eval_examples or _eval_examples(
+        os.path.join(workdir, "diagnostics", "repair", t.name))) for t in trials]
+    ranked = repair_tool.rank_trials(trials, next(t for t in trials if t.name == "baseline"))
+    best = next((t for t in ranked if t.verified), None)
+    result = repair_tool.RepairResult(saved["workdir"], saved["metric"], saved["budget"], tuple(saved["findings"]),
+                                      tuple(ranked), repair_tool.rerun_command(saved["workdir"], best.overrides)
+                                      if best else None)
+    row["repair"] = repair_outcome(result) | {"wall_s": row["repair"].get("wall_s")}
+
+
+def _eval_examples(trial_dir: str) -> int:
+    """The eval examples behind a trial's last eval record: its `num_examples`; for records written before that
+    field, the confusion matrix's count (pixels, for segmentation, divided by the config's image size squared)."""
+    from visioncore_jax import diagnostics
+
+    run = diagnostics.load_records(trial_dir)
+    record = run.eval[-1]
+    if record.num_examples or record.confusion is None:
+        return record.num_examples
+    total = sum(map(sum, record.confusion))
+    return total // run.config["data"]["image_size"] ** 2 if record.task == "segmentation" else total
+
+
+def rescore(rows: list[dict], scratch: str) -> int:
+    """`rescore_row` on every row with a repair whose workdir keeps its repair.json; returns how many."""
+    done = 0
+    for row in rows:
+        workdir = _workdir(scratch, row["name"])
+        if "repair" in row and os.path.exists(os.path.join(workdir, "diagnostics", "repair.json")):
+            rescore_row(row, workdir)
+            done += 1
+    return done
 
 
 def repair_done_runs(rows: list[dict], scratch: str, save) -> None:
@@ -225,10 +284,20 @@ def summarize(rows: list[dict]) -> str:
         lines.append(f"\nFalse alarms: {alarms} of {len(healthy)} healthy runs.")
     repaired = [r for r in rows if "repair" in r]
     if repaired:
-        ok = [r for r in repaired if r["repair"]["verified"]]
-        costs = [r["repair"]["wall_s"] / r["wall_s"] for r in repaired if "wall_s" in r["repair"]]
-        lines.append(f"\nRepair: a verified fix for {len(ok)} of {len(repaired)} faulty config-route runs; "
-                     f"repair wall time {sum(costs) / max(len(costs), 1):.1f}x the faulty run's on average.")
+        lines += ["", "| repaired run | half | verified | trial (best verified, else best clean) | gain | margin |",
+                  "|---|---|---|---|---|---|"]
+        for r in repaired:
+            rep = r["repair"]
+            gain, margin = rep.get("gain"), rep.get("margin")
+            lines.append(f"| {r['name']} | {r['half']} | {'yes' if rep['verified'] else 'no'} | "
+                         f"{rep.get('candidate') or rep.get('best') or '-'} | "
+                         f"{'-' if gain is None else f'{gain:+.3f}'} | {'-' if margin is None else f'{margin:.3f}'} |")
+        halves = [(half, [r for r in repaired if r["half"] == half]) for half in ("calibration", "held_out")]
+        costs = [r["repair"]["wall_s"] / r["wall_s"] for r in repaired if r["repair"].get("wall_s")]
+        lines.append("\nRepair: a verified fix for " + ", ".join(
+            f"{sum(r['repair']['verified'] for r in part)} of {len(part)} {half}" for half, part in halves if part)
+            + f" faulty config-route runs; repair wall time {sum(costs) / max(len(costs), 1):.1f}x the faulty "
+            "run's on average.")
     wall = sum(r.get("wall_s", 0.0) for r in rows)
     lines.append(f"\n{len(rows)} runs, {wall / 60:.1f} min of wall time (mean {wall / max(len(rows), 1):.0f} s).")
     return "\n".join(lines)
@@ -254,8 +323,11 @@ def main(argv):
     if FLAGS.summarize:
         print(summarize(rows))
         return
-    if FLAGS.reanalyze:
-        print(f"re-analysed {reanalyze(rows, FLAGS.scratch)} runs")
+    if FLAGS.reanalyze or FLAGS.rescore:  # no training: the kept workdirs, today's rules / verification
+        if FLAGS.reanalyze:
+            print(f"re-analysed {reanalyze(rows, FLAGS.scratch)} runs")
+        if FLAGS.rescore:
+            print(f"re-scored {rescore(rows, FLAGS.scratch)} repairs")
         _save(out, rows)
         print(summarize(rows))
         return

@@ -127,6 +127,7 @@ def test_records_statistics_switch_and_resume_truncation(tfds_data_dir, tmp_path
     assert "reg_loss" not in record["scalars"] and record["optimizer"] == "adamw"
     evals = read_jsonl(tmp_path / "full" / "diagnostics" / "eval.jsonl")
     assert len(evals) == 3 and np.asarray(evals[-1]["confusion"]).sum() == 256  # eval split test[:256]
+    assert evals[-1]["num_examples"] == 256
     assert evals[-1]["per_class_accuracy"][0] == pytest.approx(
         evals[-1]["confusion"][0][0] / sum(evals[-1]["confusion"][0]))
 

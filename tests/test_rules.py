@@ -14,7 +14,7 @@ from configs import default
 from tests.fault_zoo import apply_recommendation, assert_recommendations_apply
 from visioncore_jax.diagnostics import advice, analyzer, rules
 from visioncore_jax.diagnostics.rules import RULES, data, evidence, gradients, lr, numerics, regularization
-from visioncore_jax.diagnostics.schema import FINDINGS_FILE, SCHEMA_VERSION, RunRecords
+from visioncore_jax.diagnostics.schema import FINDINGS_FILE, SCHEMA_VERSION, EvalRecord, RunRecords
 
 K = 10
 STEPS_PER_EPOCH = 100
@@ -925,13 +925,16 @@ def test_a_skewed_training_split_whose_predictions_match_the_eval_labels_is_no_f
     assert "one_class_collapse" not in ids(analyze(balanced_training))
 
 
-def test_eval_records_carry_the_training_label_shares():
+def test_eval_records_carry_the_training_label_shares_and_the_eval_size():
     from visioncore_jax.diagnostics import records
 
     scalars = {"eval_loss": 1.0, "eval_accuracy": 0.5, "eval_balanced_accuracy": 0.5}
     record = records.eval_record(scalars, np.array([[3, 1], [1, 3]]), ("a", "b"), task="classification", step=10,
-                                 steps_per_epoch=10, train_label_counts=(30, 10))
+                                 steps_per_epoch=10, train_label_counts=(30, 10), num_examples=8)
     assert record["train_label_histogram"] == [0.75, 0.25] and record["label_histogram"] == [0.5, 0.5]
+    assert EvalRecord.from_json(record).num_examples == 8
+    del record["num_examples"]  # a record written before the field
+    assert EvalRecord.from_json(record).num_examples == 0
 
 
 def test_isolated_nan_batches_to_the_last_step_are_nan_skips_not_a_divergence():

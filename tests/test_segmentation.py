@@ -72,6 +72,7 @@ def test_cbam_unet_config_trains_end_to_end_with_dice_metrics(prepare_tfds, tmp_
     scalars = read_scalars(str(tmp_path))
     record = [json.loads(line) for line in open(tmp_path / "diagnostics" / "eval.jsonl")][-1]
     assert record["task"] == "segmentation" and np.asarray(record["confusion"]).sum() == 800 * 32 * 32
+    assert record["num_examples"] == 800  # images, not pixels: the sample size of the repair's noise margin
     dice, iou = dice_and_iou(np.asarray(record["confusion"]))
     np.testing.assert_allclose(record["dice_per_class"], dice, rtol=1e-6)
     np.testing.assert_allclose(scalars["eval_mean_iou"][-1][1], iou.mean(), rtol=1e-5)

@@ -2,6 +2,7 @@
 datasets and healthy runs, and the scikit-learn digits image folders its data faults are made of."""
 
 import collections
+import json
 import os
 
 import numpy as np
@@ -142,3 +143,43 @@ def test_every_variant_of_a_test_zoo_model_family_builds_that_model():
     # model they would silently train the dual ResNet (one_class_collapse/2 did, duplicating variant 1).
     zoo_models = [v for v in variants() if v.family in ("plain_cnn", "gated_cnn", "tiny_dual")]
     assert zoo_models and all(v.api is not None for v in zoo_models), [v.name for v in zoo_models if v.api is None]
+
+
+def test_rescore_reranks_a_kept_repair_by_the_eval_noise(tmp_path):
+    from benchmarks.fault_zoo import rescore, summarize
+
+    def trial(name, metric, left, confusion):
+        directory = tmp_path / "runs" / "r__1" / "diagnostics" / "repair" / name
+        (directory / "diagnostics").mkdir(parents=True)
+        record = {"schema_version": 2, "kind": "eval", "step": 60, "accuracy": metric, "class_names": ["a", "b"],
+                  "confusion": confusion}  # written before num_examples: 256 examples in its confusion matrix
+        (directory / "diagnostics" / "eval.jsonl").write_text(json.dumps(record) + "\n")
+        (directory / "diagnostics" / "train.jsonl").write_text("")
+        return {"name": name, "overrides": {"x": 1} if left == [] else {}, "addresses": [], "findings_left": left,
+                "loss": 1.0, "metric": metric, "verified": left == [], "error": None}
+
+    # The old rule verified a +0.035 gain on 256 eval images; the noise of that comparison is +-0.067.
+    saved = {"workdir": "/w", "metric": "eval_accuracy", "budget": 60, "findings": ["overfitting"],
+             "trials": [trial("fix", 0.199, [], [[51, 77], [128, 0]]),
+                        trial("baseline", 0.164, ["overfitting"], [[42, 86], [128, 0]])]}
+    (tmp_path / "runs" / "r__1" / "diagnostics" / "repair.json").write_text(json.dumps(saved))
+    rows = [{"name": "r/1", "expected": "overfitting", "kind": "run", "half": "held_out", "flagged": [],
+             "wall_s": 10.0, "repair": {"verified": True, "best": "fix", "wall_s": 20.0}}]
+    assert rescore(rows, str(tmp_path)) == 1
+    assert rows[0]["repair"]["verified"] is False and rows[0]["repair"]["command"] is None
+    assert rows[0]["repair"]["candidate"] == "fix" and rows[0]["repair"]["eval_examples"] == 256
+    assert rows[0]["repair"]["margin"] == pytest.approx(0.0667, abs=1e-4)
+    assert "| r/1 | held_out | no | fix | +0.035 | 0.067 |" in summarize(rows)
+    assert "a verified fix for 0 of 1 held_out faulty config-route runs; repair wall time 2.0x" in summarize(rows)
+
+
+def test_eval_size_of_an_old_segmentation_record_counts_images_not_pixels(tmp_path):
+    from benchmarks.fault_zoo import _eval_examples
+
+    (tmp_path / "diagnostics").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"image_size": 32}}))
+    record = {"schema_version": 2, "kind": "eval", "step": 60, "task": "segmentation", "class_names": ["bg", "fg"],
+              "confusion": [[200_000, 30_000], [20_000, 12_144]]}  # 256 masks of 32 x 32 pixels
+    (tmp_path / "diagnostics" / "eval.jsonl").write_text(json.dumps(record) + "\n")
+    (tmp_path / "diagnostics" / "train.jsonl").write_text("")
+    assert _eval_examples(str(tmp_path)) == 256

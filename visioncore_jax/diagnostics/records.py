@@ -104,9 +104,10 @@ def train_record(summary: dict, module_names: tuple[str, ...], order: tuple[str,
 
 
 def eval_record(scalars: dict, confusion: np.ndarray, class_names, *, task: str, step: int,
-                steps_per_epoch: int, train_label_counts=()) -> dict:
+                steps_per_epoch: int, train_label_counts=(), num_examples: int = 0) -> dict:
     """The eval record (JSON dict of an `EvalRecord`) at `step` from the eval scalars, the [true, predicted]
-    confusion counts and the training split's label counts."""
+    confusion counts (pixels for segmentation), the training split's label counts and the number of examples
+    evaluated."""
     confusion = np.asarray(confusion, np.float64)
     total = max(confusion.sum(), 1.0)
     train_counts = np.asarray(train_label_counts, np.float64)
@@ -123,7 +124,7 @@ def eval_record(scalars: dict, confusion: np.ndarray, class_names, *, task: str,
         dice_per_class=tuple(float(scalars[f"eval_dice/{n}"]) for n in class_names) if segmentation else (),
         iou_per_class=tuple(float(scalars[f"eval_iou/{n}"]) for n in class_names) if segmentation else (),
         mean_dice=float(scalars["eval_mean_dice"]) if segmentation else math.nan,
-        mean_iou=float(scalars["eval_mean_iou"]) if segmentation else math.nan)
+        mean_iou=float(scalars["eval_mean_iou"]) if segmentation else math.nan, num_examples=num_examples)
     return record.to_json()
 
 

@@ -215,6 +215,7 @@ class EvalRecord:
     iou_per_class: tuple[float, ...] = ()
     mean_dice: float = math.nan
     mean_iou: float = math.nan
+    num_examples: int = 0  # examples (images, clips) evaluated; 0 in records written before the field
 
     @property
     def chance_accuracy_metric(self) -> float:
@@ -249,7 +250,8 @@ class EvalRecord:
             confusion=tuple(tuple(as_int(c) for c in row) for row in confusion)
             if isinstance(confusion, list) and all(isinstance(r, list) for r in confusion) else None,
             dice_per_class=_floats(value.get("dice_per_class")), iou_per_class=_floats(value.get("iou_per_class")),
-            mean_dice=as_float(value.get("mean_dice")), mean_iou=as_float(value.get("mean_iou")))
+            mean_dice=as_float(value.get("mean_dice")), mean_iou=as_float(value.get("mean_iou")),
+            num_examples=as_int(value.get("num_examples")))
 
 
 def _upgrade_v1(value: dict) -> dict:

@@ -1,7 +1,8 @@
 """Verified repair (`python main.py --mode=repair --workdir=W`): short trials of the run's own config from its
 initial state (same seed), the baseline and each top finding's candidate overrides (alone, and combined for
 independent findings); each trial is analysed by the same rules. A fix is *verified* when its trial has no
-warning or error left and beats the baseline trial on the run's metric.
+warning or error left and beats the baseline trial on the run's metric by more than the eval set's sampling noise
+(`noise_margin`).
 
 Outputs: a ranked table (printed), `W/diagnostics/repair.json`, a section of `W/diagnostics/report.md`, and the
 command that reruns the run with the best verified fix.
@@ -43,8 +44,16 @@ LR_FINDINGS = ("nonfinite", "lr_too_high", "lr_too_low", "loss_plateau")
 # fastest); with none clean, the geometric mean of the lowest and highest. It stops when the two are within
 # LR_SEARCH_RESOLUTION x of each other.
 LR_SEARCH_ROUNDS, LR_SEARCH_RESOLUTION = 4, 2.0
-# "Better than the baseline": the metric gain a verified fix needs (absolute, accuracy / Dice in [0, 1]).
+# "Better than the baseline": the smallest metric gain a verified fix needs (absolute, accuracy / Dice in [0, 1]),
+# however large the eval set.
 MIN_GAIN = 0.005
+# ... and the gain must exceed the eval's sampling noise: NOISE_Z standard errors of the difference of the two
+# trials' metrics (`noise_margin`). 1.96 is a one-sided test at 2.5%: a candidate that does not help is verified by
+# chance in 1 of 40 comparisons. By the union bound a repair whose k candidates all do nothing names a fix by
+# chance with probability at most k x 2.5% (the zoo's repairs compare 1-5: at most 12.5%), less in practice: the
+# trials are scored on the same eval images (positively correlated), so the unpaired standard error over-estimates
+# the paired one. Fixed a priori (the usual 95% two-sided z), not fitted to any run.
+NOISE_Z = 1.96
 SECTION = "## Verified repair"
 # Overrides that change the length of an epoch (the training data or the batch): a trial with one of them gets its
 # TRIAL_RECORDS evaluations re-timed in its own epochs (else a trial on the whole split of a run that trained on
@@ -54,7 +63,8 @@ EPOCH_FIELDS = frozenset({"data.name", "data.image_folder", "data.train_split", 
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-    """One short run: its overrides, the findings (warning/error ids) left, and the loss / metric at the end."""
+    """One short run: its overrides, the findings (warning/error ids) left, the loss / metric at the end and the
+    number of eval examples behind the metric; `margin` is the gain over the baseline it needed (`noise_margin`)."""
 
     name: str
     overrides: dict
@@ -64,6 +74,16 @@ class Trial:
     metric: float = math.nan
     verified: bool = False
     error: str | None = None
+    eval_examples: int = 0
+    margin: float = math.nan
+
+    @classmethod
+    def from_json(cls, value: dict) -> "Trial":
+        """A Trial from its dict in repair.json (fields missing in older files get their defaults)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        trial = cls(**{k: v for k, v in value.items() if k in fields})
+        return dataclasses.replace(trial, addresses=tuple(trial.addresses),
+                                   findings_left=tuple(trial.findings_left))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,11 +243,12 @@ def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overri
         logging.warning("Repair trial %s failed: %s: %s", name, type(error).__name__, error)
         return Trial(name, overrides, addresses, error=f"{type(error).__name__}: {str(error)[:300]}")
     loss = run.train[-1].scalars["loss"].mean if run.train and "loss" in run.train[-1].scalars else math.nan
-    value = math.nan
+    value, examples = math.nan, 0
     if run.eval:
         value = run.eval[-1].mean_dice if metric == "eval_mean_dice" else run.eval[-1].accuracy
+        examples = run.eval[-1].num_examples
     return Trial(name, overrides, addresses, tuple(f.id for f in _severe(findings)),
-                 _finite(loss), _finite(value))
+                 _finite(loss), _finite(value), eval_examples=examples)
 
 
 def _finite(value) -> float:
@@ -235,11 +256,41 @@ def _finite(value) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def noise_margin(baseline: float, metric: float, baseline_examples: int, examples: int) -> float:
+    """The gain over the `baseline` metric that a trial's `metric` needs to count as a fix: NOISE_Z standard errors
+    of the difference of two means of per-example scores in [0, 1] over `baseline_examples` and `examples` eval
+    examples, at least MIN_GAIN; infinite when an eval size is unknown. A score in [0, 1] with mean p has a variance
+    of at most p(1 - p) (exactly p(1 - p) for accuracy, a mean of 0/1 scores), so sqrt(p1(1 - p1)/n1 + p2(1 - p2)/n2)
+    bounds the standard error of accuracy and, with images as the sampling unit (not their correlated pixels), of
+    Dice and IoU."""
+    if min(baseline_examples, examples) <= 0:
+        return math.inf
+    variance = baseline * (1 - baseline) / baseline_examples + metric * (1 - metric) / examples
+    return max(MIN_GAIN, NOISE_Z * math.sqrt(variance))
+
+
+def _verify(trial: Trial, baseline: Trial) -> Trial:
+    """`trial` with its margin (none for the baseline) and whether it is verified: it ran, left no warning or
+    error and beat the baseline by the margin (any finite metric beats a baseline without one)."""
+    if trial.name == "baseline":
+        return dataclasses.replace(trial, verified=False, margin=math.nan)
+    margin = noise_margin(baseline.metric, trial.metric, baseline.eval_examples, trial.eval_examples) \
+        if math.isfinite(baseline.metric) else 0.0
+    gain = trial.metric - baseline.metric if math.isfinite(baseline.metric) else math.inf
+    return dataclasses.replace(trial, margin=margin, verified=trial.error is None and not trial.findings_left
+                               and math.isfinite(trial.metric) and gain >= margin)
+
+
+def within_noise(trial: Trial, baseline: Trial) -> bool:
+    """A clean trial that beat the baseline, but by less than its margin: not verified for noise alone."""
+    return (trial.name != "baseline" and trial.error is None and not trial.findings_left and not trial.verified
+            and 0 < trial.metric - baseline.metric < trial.margin)
+
+
 def rank_trials(trials: list[Trial], baseline: Trial) -> list[Trial]:
-    """Marks verified trials and sorts: verified first, then fewer findings left, higher metric, lower loss."""
-    floor = baseline.metric if math.isfinite(baseline.metric) else -math.inf
-    marked = [dataclasses.replace(t, verified=t.name != "baseline" and t.error is None and not t.findings_left
-                                  and math.isfinite(t.metric) and t.metric >= floor + MIN_GAIN) for t in trials]
+    """Marks verified trials (`_verify`) and sorts: verified first, then fewer findings left, higher metric, lower
+    loss."""
+    marked = [_verify(t, baseline) for t in trials]
 
     def key(t: Trial):
         return (not t.verified, t.error is not None, len(t.findings_left),
@@ -294,19 +345,35 @@ def format_repair(result: RepairResult) -> str:
     """The ranked trials as a markdown table, and the rerun command (or why there is none)."""
     base = result.baseline
     lines = [f"Trials of {result.budget} steps from the run's initial state; run findings: "
-             f"{', '.join(result.findings) or 'none'}; metric {result.metric}.", "",
-             f"| rank | trial | overrides | findings left | loss | {result.metric} | vs baseline | verified |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{', '.join(result.findings) or 'none'}; metric {result.metric} on {base.eval_examples or '?'} eval "
+             f"examples; a fix must gain its noise margin over the baseline ({NOISE_Z} standard errors of the "
+             f"difference, at least {MIN_GAIN}).", "",
+             f"| rank | trial | overrides | findings left | loss | {result.metric} | vs baseline | noise | verified |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for rank, t in enumerate(result.trials, start=1):
         left = t.error or (", ".join(t.findings_left) or "none")
         delta = f"{t.metric - base.metric:+.4f}" if t.name != "baseline" else "baseline"
+        verdict = "yes" if t.verified else "no: within noise" if within_noise(t, base) else "no"
         lines.append(f"| {rank} | {t.name} | {override_flags(t.overrides) or '(none)'} | {left} | {t.loss:.4g} | "
-                     f"{t.metric:.4f} | {delta} | {'yes' if t.verified else 'no'} |")
+                     f"{t.metric:.4f} | {delta} | {_noise(t.margin)} | {verdict} |")
     lines.append("")
-    lines.append(f"Rerun with the best verified fix:\n\n    {result.command}" if result.command else
-                 "No verified fix: no trial removed every warning and error while beating the baseline's "
-                 f"{result.metric}.")
+    noisy = next((t for t in result.trials if within_noise(t, base)), None)
+    if result.command:
+        lines.append(f"Rerun with the best verified fix:\n\n    {result.command}")
+    elif noisy:
+        lines.append(f"No verified fix: {noisy.name} left no warning or error, but its "
+                     f"{noisy.metric - base.metric:+.3f} over the baseline is within the eval's noise "
+                     f"({_noise(noisy.margin)}); a longer trial (diagnostics.repair_steps) or a larger eval split "
+                     "would tell.")
+    else:
+        lines.append("No verified fix: no trial removed every warning and error while beating the baseline's "
+                     f"{result.metric}.")
     return "\n".join(lines)
+
+
+def _noise(margin: float) -> str:
+    """A trial's margin as the table prints it."""
+    return "-" if math.isnan(margin) else "unknown size" if math.isinf(margin) else f"±{margin:.3f}"
 
 
 def write_repair(result: RepairResult) -> None:

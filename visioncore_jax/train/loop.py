@@ -155,7 +155,8 @@ class _Diagnostics:
             self._write_tensorboard(step, record)
         self._records.write(diagnostics_records.eval_record(
             eval_scalars, confusion, experiment.info.class_names, task=experiment.info.task, step=step,
-            steps_per_epoch=experiment.steps_per_epoch, train_label_counts=experiment.info.train_label_counts))
+            steps_per_epoch=experiment.steps_per_epoch, train_label_counts=experiment.info.train_label_counts,
+            num_examples=experiment.info.num_eval_examples))
         self.events = []
         self.period_start = step
 
