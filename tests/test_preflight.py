@@ -221,7 +221,8 @@ def test_lr_range_configured_lr_100x_the_suggestion(config, shared_pipeline):
 def test_main_preflight_mode_exits_non_zero_on_fail(config, tfds_data_dir, tmp_path):
     process = subprocess.run(
         [sys.executable, "main.py", "--mode=preflight", f"--workdir={tmp_path}", "--config=configs/test.py",
-         f"--config.data.data_dir={tfds_data_dir}", "--config.data.eval_split=train[:256]",
+         f"--config.data.data_dir={tfds_data_dir}", "--config.data.train_split=train[:2048]",
+         "--config.data.eval_split=train[:256]",
          "--config.diagnostics.lr_find_steps=20", "--config.diagnostics.overfit_steps=5"],
         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert process.returncode == 1, process.stderr[-3000:]
