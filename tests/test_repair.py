@@ -263,6 +263,17 @@ def test_write_repair_appends_one_section_and_json(tmp_path):
     assert [t["name"] for t in saved["trials"]] == ["lr_too_high-1", "baseline"]
 
 
+def test_write_repair_replaces_its_section_in_a_report_that_holds_only_it(tmp_path):
+    # A run with diagnostics.report=False has no report.md before its first repair (the zoo's runs): the second
+    # repair appended its section after the first.
+    trials = (repair.Trial("baseline", {}, (), ("lr_too_high",), 2.0, 0.3),)
+    result = repair.RepairResult(str(tmp_path), "eval_accuracy", 40, ("lr_too_high",), trials, None)
+    repair.write_repair(result)
+    repair.write_repair(result)
+    report = (tmp_path / "diagnostics" / "report.md").read_text()
+    assert report.startswith("## Verified repair\n") and report.count("## Verified repair") == 1
+
+
 def test_auto_repair_is_off_by_default(tmp_path):
     config = test_config.get_config()
     assert repair.auto_repair(config, str(tmp_path / "never_read")) is None

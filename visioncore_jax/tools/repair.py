@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 
@@ -413,7 +414,7 @@ def write_repair(result: RepairResult) -> None:
         json.dump(result.to_json(), f, indent=2)
     path = os.path.join(directory, "report.md")
     text = open(path).read() if os.path.exists(path) else ""
-    text = text.split("\n" + SECTION + "\n")[0].rstrip("\n")
+    text = re.split(rf"^{re.escape(SECTION)}$", text, flags=re.MULTILINE)[0].rstrip("\n")
     with open(path, "w") as f:
         f.write((text + "\n\n" if text else "") + f"{SECTION}\n\n{format_repair(result)}\n")
 
