@@ -189,6 +189,7 @@ def test_trials_evaluate_on_the_whole_split_of_a_sliced_eval_split():
     config = test_config.get_config()
     config.data.eval_split = "test[:256]"
     assert repair.trial_eval_split(config) == repair.EvalSplit("test", "the whole split of the run's test[:256]")
+    assert "none larger" in repair.trial_eval_split(test_config.get_config()).reason  # the header says so
 
 
 def test_the_table_names_the_trials_eval_split():

@@ -153,7 +153,7 @@ def trial_eval_split(config: ml_collections.ConfigDict) -> EvalSplit:
     if chosen:
         return EvalSplit(chosen, "diagnostics.repair_eval_split")
     if whole is None:
-        return EvalSplit(own, "the run's own, a whole split")
+        return EvalSplit(own, "the run's own: a whole split, none larger to draw from")
     if whole == split_name(config.data.train_split):
         return EvalSplit(own, f"the run's own: the run trains on {config.data.train_split}, from the same split")
     return EvalSplit(whole, f"the whole split of the run's {own}")
