@@ -170,6 +170,36 @@ def test_trial_on_another_split_is_evaluated_in_its_own_epochs(monkeypatch, tmp_
     assert seen["config"].data.train_split == "train" and seen["config"].training.num_train_steps == 240
 
 
+def _eval_split(train_split: str, eval_split: str, chosen: str = "") -> tuple[str, str]:
+    """(the trials' eval split, the run's after trial_config) for a run with these splits."""
+    config = test_config.get_config()
+    config.data.update(train_split=train_split, eval_split=eval_split)
+    config.diagnostics.repair_eval_split = chosen
+    return repair.trial_config(config, 40, steps_per_epoch=4).data.eval_split, config.data.eval_split
+
+
+def test_trials_evaluate_on_the_whole_split_of_a_sliced_eval_split():
+    # The zoo's runs on test[:256]: a margin of 0.05-0.07 near chance; the whole test split (2,000 images of
+    # embedded_shapes) has 2.8x less noise. Every trial, the baseline included, gets the same split.
+    assert _eval_split("train[:4096]", "test[:256]") == ("test", "test[:256]")  # the run's config is untouched
+    assert _eval_split("train", "test") == ("test", "test")  # a whole split (digits' 359 images): left as it is
+    # The run trains on a slice of the split its eval slice is cut from: the rest of it may be training data.
+    assert _eval_split("test[256:]", "test[:256]") == ("test[:256]", "test[:256]")
+    assert _eval_split("train[:4096]", "test[:256]", chosen="test[:1024]")[0] == "test[:1024]"
+    config = test_config.get_config()
+    config.data.eval_split = "test[:256]"
+    assert repair.trial_eval_split(config) == repair.EvalSplit("test", "the whole split of the run's test[:256]")
+    assert "none larger" in repair.trial_eval_split(test_config.get_config()).reason  # the header says so
+
+
+def test_the_table_names_the_trials_eval_split():
+    trial, baseline = _ranked(0.164, 0.40, 2000)
+    result = repair.RepairResult("/w", "eval_accuracy", 240, ("overfitting",), (trial, baseline), None,
+                                 repair.EvalSplit("test", "the whole split of the run's test[:256]"))
+    assert "on 2000 eval examples of test (the whole split of the run's test[:256]);" in repair.format_repair(result)
+    assert result.to_json()["eval_split"] == {"name": "test", "reason": "the whole split of the run's test[:256]"}
+
+
 def test_budget_default_covers_a_quarter_of_the_run_and_the_main_findings_evidence():
     config = test_config.get_config()
     assert [repair.repair_budget(config, n) for n in (20, 100, 400)] == [20, 40, 100]
@@ -196,7 +226,8 @@ def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, t
     assert baseline["findings_left"], "the fault must show in the baseline trial"
     best = saved["trials"][0]
     assert saved["best"] == best["name"] and best["verified"] and not best["findings_left"]
-    assert best["eval_examples"] == 256  # the eval split, test[:256]: the margin is the noise of 256 examples
+    # The run evaluates on test[:256]; the trials on the whole test split (2,000 images), a 2.8x smaller margin.
+    assert saved["eval_split"]["name"] == "test" and best["eval_examples"] == 2000
     assert best["metric"] - baseline["metric"] >= best["margin"] > repair.MIN_GAIN
     assert best["overrides"]["optimizer.learning_rate"] < 1.0
     records = (tmp_path / "run" / "diagnostics" / "repair" / best["name"] / "diagnostics" / "eval.jsonl")
@@ -231,6 +262,17 @@ def test_write_repair_appends_one_section_and_json(tmp_path):
     saved = json.loads((tmp_path / "diagnostics" / "repair.json").read_text())
     assert saved["best"] == "lr_too_high-1" and saved["command"].endswith("--config.optimizer.learning_rate=0.1")
     assert [t["name"] for t in saved["trials"]] == ["lr_too_high-1", "baseline"]
+
+
+def test_write_repair_replaces_its_section_in_a_report_that_holds_only_it(tmp_path):
+    # A run with diagnostics.report=False has no report.md before its first repair (the zoo's runs): the second
+    # repair appended its section after the first.
+    trials = (repair.Trial("baseline", {}, (), ("lr_too_high",), 2.0, 0.3),)
+    result = repair.RepairResult(str(tmp_path), "eval_accuracy", 40, ("lr_too_high",), trials, None)
+    repair.write_repair(result)
+    repair.write_repair(result)
+    report = (tmp_path / "diagnostics" / "report.md").read_text()
+    assert report.startswith("## Verified repair\n") and report.count("## Verified repair") == 1
 
 
 def test_auto_repair_is_off_by_default(tmp_path):

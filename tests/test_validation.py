@@ -136,6 +136,11 @@ CASES = [
     (["folder:no_eval_split"], 2, "--config.data.eval_split='test' is not a folder of {tmp}/folder"),
     (["--mode=preflight", "--config.training.eval_batch_size=0"], 2, "eval_batch_size=0 must be a positive"),
     (["--config=configs/nope.py"], 2, "--config=configs/nope.py is not a file"),
+    (["--config.diagnostics.repair_eval_split=test[:"], 2,
+     "--config.diagnostics.repair_eval_split='test[:' is not a split: use ''"),
+    (["--config.diagnostics.repair_eval_split=train[5000:]"], 2,
+     "--config.diagnostics.repair_eval_split='train[5000:]' reads from the training split "
+     "(--config.data.train_split='train'): name a held-out split, e.g. 'test'."),
 ]
 
 

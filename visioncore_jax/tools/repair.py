@@ -2,7 +2,8 @@
 initial state (same seed), the baseline and each top finding's candidate overrides (alone, and combined for
 independent findings); each trial is analysed by the same rules. A fix is *verified* when its trial has no
 warning or error left and beats the baseline trial on the run's metric by more than the eval set's sampling noise
-(`noise_margin`).
+(`noise_margin`). The trials evaluate on the whole split when the run evaluates on a slice of it (`trial_eval_split`):
+the margin falls as 1 / sqrt(eval examples), and the run's own evaluations are left as they were.
 
 Outputs: a ranked table (printed), `W/diagnostics/repair.json`, a section of `W/diagnostics/report.md`, and the
 command that reruns the run with the best verified fix.
@@ -13,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 
@@ -21,6 +23,7 @@ import ml_collections
 from visioncore_jax import diagnostics
 from visioncore_jax.data import build_input
 from visioncore_jax.optim import durations
+from visioncore_jax.splits import sliced_from, split_name
 from visioncore_jax.tools.lr_find import lr_range_test
 from visioncore_jax.tools.overrides import apply_overrides, load_run_config, override_flags, parse_overrides
 from visioncore_jax.train import train_and_evaluate
@@ -87,6 +90,14 @@ class Trial:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalSplit:
+    """The split the trials evaluate on, and why (the table's header says both)."""
+
+    name: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
 class RepairResult:
     """The repair of one run: the trials, best first (the baseline included), and the rerun command."""
 
@@ -96,6 +107,7 @@ class RepairResult:
     findings: tuple[str, ...]  # the run's warning/error ids, most severe first
     trials: tuple[Trial, ...]
     command: str | None  # rerun with the best verified fix; None when no fix was verified
+    eval_split: EvalSplit | None = None  # None: not recorded (a result re-ranked from an older repair.json)
 
     @property
     def baseline(self) -> Trial:
@@ -112,6 +124,7 @@ class RepairResult:
         return {"workdir": self.workdir, "metric": self.metric, "budget": self.budget,
                 "findings": list(self.findings), "baseline": self.baseline.name,
                 "best": self.best.name if self.best else None, "command": self.command,
+                "eval_split": dataclasses.asdict(self.eval_split) if self.eval_split else None,
                 "trials": [dataclasses.asdict(t) for t in self.trials]}
 
 
@@ -131,11 +144,27 @@ def metric_name(run) -> str:
     return "eval_mean_dice" if run.eval and run.eval[-1].task == "segmentation" else "eval_accuracy"
 
 
+def trial_eval_split(config: ml_collections.ConfigDict) -> EvalSplit:
+    """The trials' eval split: `config.diagnostics.repair_eval_split` when set; else the whole split that the run's
+    eval split is a slice of (`test` for `test[:256]`: more examples, a smaller noise margin), unless the run trains
+    on that split too (its slices may overlap the training data); else the run's own."""
+    own, chosen = config.data.eval_split, config.diagnostics.get("repair_eval_split", "")
+    whole = sliced_from(own)
+    if chosen:
+        return EvalSplit(chosen, "diagnostics.repair_eval_split")
+    if whole is None:
+        return EvalSplit(own, "the run's own: a whole split, none larger to draw from")
+    if whole == split_name(config.data.train_split):
+        return EvalSplit(own, f"the run's own: the run trains on {config.data.train_split}, from the same split")
+    return EvalSplit(whole, f"the whole split of the run's {own}")
+
+
 def trial_config(config: ml_collections.ConfigDict, budget: int, steps_per_epoch: int) -> ml_collections.ConfigDict:
-    """`config` shortened to `budget` steps with TRIAL_RECORDS evaluations, without early stopping, report plots
-    or a repair of its own."""
+    """`config` shortened to `budget` steps with TRIAL_RECORDS evaluations on `trial_eval_split`, without early
+    stopping, report plots or a repair of its own."""
     period = max(1, budget // TRIAL_RECORDS)
     config = ml_collections.ConfigDict(config.to_dict())
+    config.data.eval_split = trial_eval_split(config).name
     config.training.update(num_epochs=-1, num_train_steps=budget, eval_every_epochs=period / steps_per_epoch,
                            log_every_steps=min(int(config.training.log_every_steps), period),
                            checkpoint_every_steps=max(budget, 1))
@@ -330,7 +359,7 @@ def repair(workdir: str) -> RepairResult:
     ranked = rank_trials(trials, trials[0])
     best = next((t for t in ranked if t.verified), None)
     result = RepairResult(workdir, metric, budget, tuple(f.id for f in _severe(findings)), tuple(ranked),
-                          rerun_command(workdir, best.overrides) if best else None)
+                          rerun_command(workdir, best.overrides) if best else None, trial_eval_split(config))
     write_repair(result)
     return result
 
@@ -343,10 +372,11 @@ def _run_all(config: ml_collections.ConfigDict, directory: str, plan: list, metr
 
 def format_repair(result: RepairResult) -> str:
     """The ranked trials as a markdown table, and the rerun command (or why there is none)."""
-    base = result.baseline
+    base, split = result.baseline, result.eval_split
+    where = f" of {split.name} ({split.reason})" if split else ""
     lines = [f"Trials of {result.budget} steps from the run's initial state; run findings: "
              f"{', '.join(result.findings) or 'none'}; metric {result.metric} on {base.eval_examples or '?'} eval "
-             f"examples; a fix must gain its noise margin over the baseline ({NOISE_Z} standard errors of the "
+             f"examples{where}; a fix must gain its noise margin over the baseline ({NOISE_Z} standard errors of the "
              f"difference, at least {MIN_GAIN}).", "",
              f"| rank | trial | overrides | findings left | loss | {result.metric} | vs baseline | noise | verified |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -364,7 +394,7 @@ def format_repair(result: RepairResult) -> str:
         lines.append(f"No verified fix: {noisy.name} left no warning or error, but its "
                      f"{noisy.metric - base.metric:+.3f} over the baseline is within the eval's noise "
                      f"({_noise(noisy.margin)}); a longer trial (diagnostics.repair_steps) or a larger eval split "
-                     "would tell.")
+                     "(diagnostics.repair_eval_split) would tell.")
     else:
         lines.append("No verified fix: no trial removed every warning and error while beating the baseline's "
                      f"{result.metric}.")
@@ -384,7 +414,7 @@ def write_repair(result: RepairResult) -> None:
         json.dump(result.to_json(), f, indent=2)
     path = os.path.join(directory, "report.md")
     text = open(path).read() if os.path.exists(path) else ""
-    text = text.split("\n" + SECTION + "\n")[0].rstrip("\n")
+    text = re.split(rf"^{re.escape(SECTION)}$", text, flags=re.MULTILINE)[0].rstrip("\n")
     with open(path, "w") as f:
         f.write((text + "\n\n" if text else "") + f"{SECTION}\n\n{format_repair(result)}\n")
 

@@ -22,6 +22,7 @@ from visioncore_jax.errors import InputError
 from visioncore_jax.models import BLOCKS, CLIP_MODELS, DTYPES, MODELS, SEGMENTATION_MODELS
 from visioncore_jax.optim import OPTIMIZERS, SCHEDULES
 from visioncore_jax.optim.schedules import ANNEAL_STRATEGIES
+from visioncore_jax.splits import SPLIT, split_name
 from visioncore_jax.train.controls import CONTROL_METRICS, MODES, SEGMENTATION_METRICS
 from visioncore_jax.train.losses import CLASS_WEIGHTINGS
 
@@ -204,7 +205,7 @@ def _check_controls(config: ml_collections.ConfigDict, spec: DatasetSpec) -> Non
                      f"--config.regularization.{key}: {pair!r} must be a (start_epoch >= 0, value in [0, 1)) pair.")
 
 
-def _check_diagnostics(diagnostics: ml_collections.ConfigDict) -> None:
+def _check_diagnostics(diagnostics: ml_collections.ConfigDict, data: ml_collections.ConfigDict) -> None:
     _at_least("config.diagnostics.overfit_steps", diagnostics.overfit_steps, 1)
     _at_least("config.diagnostics.lr_find_steps", diagnostics.lr_find_steps, 2)
     _require(0 < diagnostics.lr_find_min < diagnostics.lr_find_max,
@@ -213,6 +214,13 @@ def _check_diagnostics(diagnostics: ml_collections.ConfigDict) -> None:
     _require(diagnostics.repair_steps == -1 or diagnostics.repair_steps >= 1,
              f"--config.diagnostics.repair_steps={diagnostics.repair_steps} must be -1 (a quarter of the run) or "
              ">= 1.")
+    split = diagnostics.get("repair_eval_split", "")  # runs saved before the field: ''
+    _require(split == "" or SPLIT.match(split) is not None,
+             f"--config.diagnostics.repair_eval_split={split!r} is not a split: use '' (the whole split of a sliced "
+             "eval split) or a split name with an optional slice, e.g. 'test' or 'test[:1024]'.")
+    _require(not split or split_name(split) != split_name(data.train_split),
+             f"--config.diagnostics.repair_eval_split={split!r} reads from the training split "
+             f"(--config.data.train_split={data.train_split!r}): name a held-out split, e.g. {data.eval_split!r}.")
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
@@ -226,7 +234,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check_optimizer(config.optimizer)
     _check_schedule(config.schedule, config.optimizer.learning_rate)
     _check_controls(config, spec)
-    _check_diagnostics(config.diagnostics)
+    _check_diagnostics(config.diagnostics, config.data)
 
 
 def check_workdir(workdir: str) -> None:

@@ -2,7 +2,6 @@
 overfitting (training improves while evaluation worsens)."""
 
 import math
-import re
 
 import numpy as np
 
@@ -10,6 +9,7 @@ from visioncore_jax.diagnostics.findings import Finding
 from visioncore_jax.diagnostics.rules import evidence as ev
 from visioncore_jax.diagnostics.rules.rule import Rule
 from visioncore_jax.diagnostics.schema import RunRecords
+from visioncore_jax.splits import sliced_from, split_name
 
 FAMILY = "regularization and generalization"
 # over_regularization: (on a run that had a chance to learn) training accuracy below 50% and rising less than 5
@@ -45,7 +45,6 @@ DECOUPLED_DECAY_OPTIMIZERS = ("adamw", "lamb")
 # zoo's overfitting variants train on 13-32 per class, its healthy runs on 144-410). On a larger split the gap
 # comes from training too long or too freely for the data, and the explanation says so instead.
 SMALL_SPLIT_PER_CLASS = 100
-SLICED_SPLIT = re.compile(r"^(\w+)\[[^\]]*\]$")
 CHANCE_ACCURACY_FACTOR = 1.3
 
 
@@ -92,11 +91,8 @@ def over_regularization(run: RunRecords) -> list[Finding]:
 def whole_split(run: RunRecords) -> str | None:
     """The split the run's training split is a slice of (`train` for `train[:128]`), when the eval split is not
     drawn from it too (then the rest of it may be the eval data); None otherwise."""
-    match = SLICED_SPLIT.match(str(ev.config_value(run, "data.train_split", "")))
-    eval_split = str(ev.config_value(run, "data.eval_split", ""))
-    if not match or re.match(rf"^{match.group(1)}\b", eval_split):
-        return None
-    return match.group(1)
+    whole = sliced_from(str(ev.config_value(run, "data.train_split", "")))
+    return None if whole == split_name(str(ev.config_value(run, "data.eval_split", ""))) else whole
 
 
 def overfitting_advice(run: RunRecords) -> tuple[str, ...]:
