@@ -17,6 +17,18 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
+WORKER_MEMORY = 6 * 2**30
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker more than the cores. A worker waits on subprocesses, checkpoint threads and file I/O
+    part of the time: with one worker per core the 2-core machine's cores were 85% busy over the suite, with 3
+    workers 96% (BENCHMARKS.md, "Test suite time"). A worker holds up to ~4 GB (compiled programs, TensorFlow),
+    and a multi-process test starts two more processes: at most one worker per WORKER_MEMORY of RAM."""
+    del config
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, min((os.cpu_count() or 1) + 1, memory // WORKER_MEMORY))
+
 
 @pytest.fixture(scope="session")
 def prepare_tfds(tmp_path_factory):
