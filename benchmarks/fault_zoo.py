@@ -179,11 +179,8 @@ def rescore_row(row: dict, workdir: str) -> None:
     trials = [repair_tool.Trial.from_json(t) for t in saved["trials"]]
     trials = [dataclasses.replace(t, eval_examples=t.eval_examples or _eval_examples(
         os.path.join(workdir, "diagnostics", "repair", t.name))) for t in trials]
-    ranked = repair_tool.rank_trials(trials, next(t for t in trials if t.name == "baseline"))
-    best = next((t for t in ranked if t.verified), None)
-    result = repair_tool.RepairResult(saved["workdir"], saved["metric"], saved["budget"], tuple(saved["findings"]),
-                                      tuple(ranked), repair_tool.rerun_command(saved["workdir"], best.overrides)
-                                      if best else None)
+    result = repair_tool.ranked_result(saved["workdir"], saved["metric"], saved["budget"], tuple(saved["findings"]),
+                                       trials)
     row["repair"] = repair_outcome(result) | {"wall_s": row["repair"].get("wall_s")}
 
 

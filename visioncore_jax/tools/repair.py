@@ -356,12 +356,20 @@ def repair(workdir: str) -> RepairResult:
             break
         logging.info("Repair of %s: no verified fix yet; trying LR %g.", workdir, *proposal[1].values())
         trials += _run_all(base, directory, [proposal], metric)
-    ranked = rank_trials(trials, trials[0])
-    best = next((t for t in ranked if t.verified), None)
-    result = RepairResult(workdir, metric, budget, tuple(f.id for f in _severe(findings)), tuple(ranked),
-                          rerun_command(workdir, best.overrides) if best else None, trial_eval_split(config))
+    result = ranked_result(workdir, metric, budget, tuple(f.id for f in _severe(findings)), trials,
+                           trial_eval_split(config))
     write_repair(result)
     return result
+
+
+def ranked_result(workdir: str, metric: str, budget: int, findings: tuple[str, ...], trials: list[Trial],
+                  eval_split: EvalSplit | None = None) -> RepairResult:
+    """The repair's result from its trials (the baseline among them): ranked by `rank_trials`, with the rerun
+    command of the best verified fix."""
+    ranked = rank_trials(trials, next(t for t in trials if t.name == "baseline"))
+    best = next((t for t in ranked if t.verified), None)
+    return RepairResult(workdir, metric, budget, findings, tuple(ranked),
+                        rerun_command(workdir, best.overrides) if best else None, eval_split)
 
 
 def _run_all(config: ml_collections.ConfigDict, directory: str, plan: list, metric: str) -> list[Trial]:
