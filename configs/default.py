@@ -172,9 +172,10 @@ def get_config() -> ml_collections.ConfigDict:
     # and as far as its main warning/error was seen, at least 40 steps, at most the whole run
     # (visioncore_jax/tools/repair.py).
     config.diagnostics.repair_steps = -1
-    # The split the trials evaluate on: '' = the whole split when the run evaluates on a slice of it ('test' for
-    # 'test[:256]'), unless the run trains on that split too; else the run's own eval split. More eval examples
-    # make a smaller noise margin, the gain a verified fix must beat; the run's own evaluations are unchanged.
+    # The split every trial is scored on, example by example: '' = the whole split when the run evaluates on a
+    # slice of it ('test' for 'test[:256]'), unless the run trains on that split too; else the run's own eval split.
+    # More eval examples make a smaller noise margin, the gain a verified fix must beat; the trials' evaluations
+    # while they train, and the run's, stay on the run's eval split.
     config.diagnostics.repair_eval_split = ''
     # At the end of training, run the repair when a finding is an error (main.py's train mode).
     config.diagnostics.auto_repair = False

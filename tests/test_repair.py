@@ -12,7 +12,7 @@ from ml_collections import config_flags
 from configs import test as test_config
 from tests.fault_zoo import zoo_config
 from visioncore_jax.diagnostics import Finding
-from visioncore_jax.tools import repair
+from visioncore_jax.tools import repair, verification
 from visioncore_jax.tools.overrides import apply_overrides, load_run_config, parse_overrides
 from visioncore_jax.train import train_and_evaluate
 
@@ -107,12 +107,20 @@ def test_a_clear_gain_is_verified():
     assert trial.verified and trial.margin < 0.40 - 0.164
 
 
-def test_the_margin_shrinks_with_a_larger_eval_set():
-    margins = [repair.noise_margin(0.164, 0.199, n, n) for n in (256, 1024, 10_000, 10 ** 7)]
+def test_without_a_paired_margin_the_unpaired_one_shrinks_with_a_larger_eval_set():
+    margins = [verification.noise_margin(0.164, 0.199, n, n) for n in (256, 1024, 10_000, 10 ** 7)]
     assert margins == sorted(margins, reverse=True) and margins[0] == pytest.approx(2 * margins[1])
-    assert margins[-1] == repair.MIN_GAIN  # however large the eval set, the gain must still matter
+    assert margins[-1] == verification.MIN_GAIN  # however large the eval set, the gain must still matter
     assert not _ranked(0.164, 0.199, 256)[0].verified and _ranked(0.164, 0.199, 10_000)[0].verified
-    assert math.isinf(repair.noise_margin(0.164, 0.199, 0, 256))  # unknown eval size: nothing verifies
+    assert math.isinf(verification.noise_margin(0.164, 0.199, 0, 256))  # unknown eval size: nothing verifies
+
+
+def test_a_paired_margin_measured_with_the_trial_is_the_one_used():
+    baseline = repair.Trial("baseline", {}, (), ("overfitting",), 2.3, 0.164, eval_examples=256)
+    trial = repair.Trial("overfitting-1", {"data.train_split": "train"}, ("overfitting",), (), 2.2, 0.199,
+                         eval_examples=256, margin=0.02)  # the two agree on most examples
+    ranked = repair.rank_trials([baseline, trial], baseline)[0]
+    assert ranked.verified and ranked.margin == 0.02  # unpaired, +0.035 would need 0.065
 
 
 def test_trials_load_from_an_older_repair_json():
@@ -163,25 +171,26 @@ def test_trial_on_another_split_is_evaluated_in_its_own_epochs(monkeypatch, tmp_
     config.training.batch_size = 32
     base = repair.trial_config(config, 240, steps_per_epoch=4)  # the run's 128-image slice: 4 steps an epoch
     assert base.training.eval_every_epochs == 15.0  # every 60 steps
-    trial = repair.run_trial(base, str(tmp_path / "t"), "overfitting-1", {"data.train_split": "train"}, (),
-                             "eval_accuracy")
+    trial = repair.run_trial(base, str(tmp_path / "t"), "overfitting-1", {"data.train_split": "train"}, ())
     assert trial.error == "RuntimeError: stop here"
     assert seen["config"].training.eval_every_epochs * 128 == 60  # still every 60 steps, not every 1,920
     assert seen["config"].data.train_split == "train" and seen["config"].training.num_train_steps == 240
 
 
 def _eval_split(train_split: str, eval_split: str, chosen: str = "") -> tuple[str, str]:
-    """(the trials' eval split, the run's after trial_config) for a run with these splits."""
+    """(the split the trials are scored on, the split a trial evaluates on while it trains) for a run with these
+    splits."""
     config = test_config.get_config()
     config.data.update(train_split=train_split, eval_split=eval_split)
     config.diagnostics.repair_eval_split = chosen
-    return repair.trial_config(config, 40, steps_per_epoch=4).data.eval_split, config.data.eval_split
+    return repair.trial_eval_split(config).name, repair.trial_config(config, 40, steps_per_epoch=4).data.eval_split
 
 
-def test_trials_evaluate_on_the_whole_split_of_a_sliced_eval_split():
+def test_trials_are_scored_on_the_whole_split_of_a_sliced_eval_split():
     # The zoo's runs on test[:256]: a margin of 0.05-0.07 near chance; the whole test split (2,000 images of
-    # embedded_shapes) has 2.8x less noise. Every trial, the baseline included, gets the same split.
-    assert _eval_split("train[:4096]", "test[:256]") == ("test", "test[:256]")  # the run's config is untouched
+    # embedded_shapes) has 2.8x less noise. Every trial, the baseline included, is scored on the same split, and
+    # trains and evaluates as the run did (its findings come from the run's own eval split).
+    assert _eval_split("train[:4096]", "test[:256]") == ("test", "test[:256]")
     assert _eval_split("train", "test") == ("test", "test")  # a whole split (digits' 359 images): left as it is
     # The run trains on a slice of the split its eval slice is cut from: the rest of it may be training data.
     assert _eval_split("test[256:]", "test[:256]") == ("test[:256]", "test[:256]")
@@ -198,6 +207,20 @@ def test_the_table_names_the_trials_eval_split():
                                  repair.EvalSplit("test", "the whole split of the run's test[:256]"))
     assert "on 2000 eval examples of test (the whole split of the run's test[:256]);" in repair.format_repair(result)
     assert result.to_json()["eval_split"] == {"name": "test", "reason": "the whole split of the run's test[:256]"}
+
+
+def test_a_trial_of_a_run_with_reduce_on_plateau_evaluates_when_the_run_did():
+    # Zoo run lr_decayed_too_early/0: plateau on the training loss with patience 0, an evaluation every 5 steps.
+    # With 4 evaluations over its 55 steps the trial cut the LR 4 times instead of 11: its baseline learned as well
+    # as the fixes and nothing could be verified.
+    config = test_config.get_config()
+    config.training.update(eval_every_epochs=5 / 128, log_every_steps=5)
+    config.plateau.update(enabled=True, metric="train_loss", patience=0)
+    trial = repair.trial_config(config, 55, steps_per_epoch=128)
+    assert (trial.training.eval_every_epochs, trial.training.log_every_steps) == (5 / 128, 5)
+    config.plateau.enabled = False
+    trial = repair.trial_config(config, 55, steps_per_epoch=128)
+    assert trial.training.eval_every_epochs * 128 == 13 and trial.training.log_every_steps == 5
 
 
 def test_budget_default_covers_a_quarter_of_the_run_and_the_main_findings_evidence():
@@ -226,9 +249,13 @@ def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, t
     assert baseline["findings_left"], "the fault must show in the baseline trial"
     best = saved["trials"][0]
     assert saved["best"] == best["name"] and best["verified"] and not best["findings_left"]
-    # The run evaluates on test[:256]; the trials on the whole test split (2,000 images), a 2.8x smaller margin.
+    # The run evaluates on test[:256]; the trials are scored on the whole test split (2,000 images), a 2.8x
+    # smaller margin, paired over the same images: below the unpaired one.
     assert saved["eval_split"]["name"] == "test" and best["eval_examples"] == 2000
-    assert best["metric"] - baseline["metric"] >= best["margin"] > repair.MIN_GAIN
+    assert best["metric"] - baseline["metric"] >= best["margin"] > verification.MIN_GAIN
+    assert best["margin"] < verification.noise_margin(baseline["metric"], best["metric"], 2000, 2000)
+    scores = verification.ExampleScores.load(str(tmp_path / "run" / "diagnostics" / "repair" / best["name"]))
+    assert scores.num_examples == 2000 and scores.metric() == pytest.approx(best["metric"])
     assert best["overrides"]["optimizer.learning_rate"] < 1.0
     records = (tmp_path / "run" / "diagnostics" / "repair" / best["name"] / "diagnostics" / "eval.jsonl")
     assert len(records.read_text().splitlines()) >= 3

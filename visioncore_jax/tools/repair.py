@@ -1,9 +1,10 @@
 """Verified repair (`python main.py --mode=repair --workdir=W`): short trials of the run's own config from its
 initial state (same seed), the baseline and each top finding's candidate overrides (alone, and combined for
 independent findings); each trial is analysed by the same rules. A fix is *verified* when its trial has no
-warning or error left and beats the baseline trial on the run's metric by more than the eval set's sampling noise
-(`noise_margin`). The trials evaluate on the whole split when the run evaluates on a slice of it (`trial_eval_split`):
-the margin falls as 1 / sqrt(eval examples), and the run's own evaluations are left as they were.
+warning or error left and beats the baseline trial on the run's metric by more than the comparison's noise
+(`verification.paired_margin`, over the same eval examples). Each trial trains and evaluates as the run did; its
+metric is then measured on the whole split when the run evaluates on a slice of it (`trial_eval_split`): the margin
+falls as 1 / sqrt(eval examples).
 
 Outputs: a ranked table (printed), `W/diagnostics/repair.json`, a section of `W/diagnostics/report.md`, and the
 command that reruns the run with the best verified fix.
@@ -26,8 +27,10 @@ from visioncore_jax.optim import durations
 from visioncore_jax.splits import sliced_from, split_name
 from visioncore_jax.tools.lr_find import lr_range_test
 from visioncore_jax.tools.overrides import apply_overrides, load_run_config, override_flags, parse_overrides
-from visioncore_jax.train import train_and_evaluate
+from visioncore_jax.tools.verification import MIN_GAIN, NOISE_Z, ExampleScores, noise_margin, paired_margin
+from visioncore_jax.train import partitioning, train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
+from visioncore_jax.train.predictions import eval_predictions
 
 # Default budget (config.diagnostics.repair_steps = -1): a quarter of the run, at least MIN_BUDGET steps, never
 # more than the run itself.
@@ -47,16 +50,6 @@ LR_FINDINGS = ("nonfinite", "lr_too_high", "lr_too_low", "loss_plateau")
 # fastest); with none clean, the geometric mean of the lowest and highest. It stops when the two are within
 # LR_SEARCH_RESOLUTION x of each other.
 LR_SEARCH_ROUNDS, LR_SEARCH_RESOLUTION = 4, 2.0
-# "Better than the baseline": the smallest metric gain a verified fix needs (absolute, accuracy / Dice in [0, 1]),
-# however large the eval set.
-MIN_GAIN = 0.005
-# ... and the gain must exceed the eval's sampling noise: NOISE_Z standard errors of the difference of the two
-# trials' metrics (`noise_margin`). 1.96 is a one-sided test at 2.5%: a candidate that does not help is verified by
-# chance in 1 of 40 comparisons. By the union bound a repair whose k candidates all do nothing names a fix by
-# chance with probability at most k x 2.5% (the zoo's repairs compare 1-5: at most 12.5%), less in practice: the
-# trials are scored on the same eval images (positively correlated), so the unpaired standard error over-estimates
-# the paired one. Fixed a priori (the usual 95% two-sided z), not fitted to any run.
-NOISE_Z = 1.96
 SECTION = "## Verified repair"
 # Overrides that change the length of an epoch (the training data or the batch): a trial with one of them gets its
 # TRIAL_RECORDS evaluations re-timed in its own epochs (else a trial on the whole split of a run that trained on
@@ -66,8 +59,9 @@ EPOCH_FIELDS = frozenset({"data.name", "data.image_folder", "data.train_split", 
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-    """One short run: its overrides, the findings (warning/error ids) left, the loss / metric at the end and the
-    number of eval examples behind the metric; `margin` is the gain over the baseline it needed (`noise_margin`)."""
+    """One short run: its overrides, the findings (warning/error ids) left, the loss at the end, the metric on
+    `eval_examples` examples of the trials' eval split, and `margin`, the gain over the baseline it needed
+    (`paired_margin`; NaN until measured, and for the baseline)."""
 
     name: str
     overrides: dict
@@ -145,9 +139,10 @@ def metric_name(run) -> str:
 
 
 def trial_eval_split(config: ml_collections.ConfigDict) -> EvalSplit:
-    """The trials' eval split: `config.diagnostics.repair_eval_split` when set; else the whole split that the run's
-    eval split is a slice of (`test` for `test[:256]`: more examples, a smaller noise margin), unless the run trains
-    on that split too (its slices may overlap the training data); else the run's own."""
+    """The split every trial's metric is measured on: `config.diagnostics.repair_eval_split` when set; else the
+    whole split that the run's eval split is a slice of (`test` for `test[:256]`: more examples, a smaller noise
+    margin), unless the run trains on that split too (its slices may overlap the training data); else the run's
+    own."""
     own, chosen = config.data.eval_split, config.diagnostics.get("repair_eval_split", "")
     whole = sliced_from(own)
     if chosen:
@@ -160,14 +155,17 @@ def trial_eval_split(config: ml_collections.ConfigDict) -> EvalSplit:
 
 
 def trial_config(config: ml_collections.ConfigDict, budget: int, steps_per_epoch: int) -> ml_collections.ConfigDict:
-    """`config` shortened to `budget` steps with TRIAL_RECORDS evaluations on `trial_eval_split`, without early
-    stopping, report plots or a repair of its own."""
+    """`config` shortened to `budget` steps, without early stopping, report plots or a repair of its own. It
+    evaluates on the run's eval split TRIAL_RECORDS times, or, with reduce-on-plateau on, at the run's own
+    evaluation and logging periods: the plateau acts at each evaluation (on an eval metric, or the last log
+    window's training loss), and a trial that evaluated at other steps would cut the LR at other steps than the run
+    did, and not reproduce a fault of the plateau's."""
     period = max(1, budget // TRIAL_RECORDS)
     config = ml_collections.ConfigDict(config.to_dict())
-    config.data.eval_split = trial_eval_split(config).name
-    config.training.update(num_epochs=-1, num_train_steps=budget, eval_every_epochs=period / steps_per_epoch,
-                           log_every_steps=min(int(config.training.log_every_steps), period),
-                           checkpoint_every_steps=max(budget, 1))
+    config.training.update(num_epochs=-1, num_train_steps=budget, checkpoint_every_steps=max(budget, 1))
+    if not config.plateau.enabled:
+        config.training.update(eval_every_epochs=period / steps_per_epoch,
+                               log_every_steps=min(int(config.training.log_every_steps), period))
     config.diagnostics.report = False
     config.early_stopping.enabled = False  # every trial is compared at the budget
     if "auto_repair" in config.diagnostics:
@@ -254,8 +252,9 @@ def _lr_suggestion(config: ml_collections.ConfigDict) -> float | None:
 
 
 def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overrides: dict,
-              addresses: tuple[str, ...], metric: str) -> Trial:
-    """Trains `config` with `overrides` into `workdir` (from scratch) and analyses it."""
+              addresses: tuple[str, ...], baseline: ExampleScores | None = None) -> Trial:
+    """Trains `config` with `overrides` into `workdir` (from scratch), analyses it, scores it on the trials' eval
+    split (`workdir/eval_scores.npz`) and, given the `baseline`'s scores, measures its margin."""
     shutil.rmtree(workdir, ignore_errors=True)
     try:
         trial = apply_overrides(config, overrides)
@@ -268,16 +267,25 @@ def run_trial(config: ml_collections.ConfigDict, workdir: str, name: str, overri
             raise KeyboardInterrupt(f"Repair stopped during trial {name}; rerun --mode=repair to start again.")
         findings = diagnostics.analyze(workdir)
         run = diagnostics.load_records(workdir)
+        scores = trial_scores(trial, state)
+        scores.save(workdir)
     except Exception as error:  # a candidate that crashes is a failed trial, not a failed repair
         logging.warning("Repair trial %s failed: %s: %s", name, type(error).__name__, error)
         return Trial(name, overrides, addresses, error=f"{type(error).__name__}: {str(error)[:300]}")
     loss = run.train[-1].scalars["loss"].mean if run.train and "loss" in run.train[-1].scalars else math.nan
-    value, examples = math.nan, 0
-    if run.eval:
-        value = run.eval[-1].mean_dice if metric == "eval_mean_dice" else run.eval[-1].accuracy
-        examples = run.eval[-1].num_examples
-    return Trial(name, overrides, addresses, tuple(f.id for f in _severe(findings)),
-                 _finite(loss), _finite(value), eval_examples=examples)
+    margin = paired_margin(baseline, scores) if baseline is not None and baseline.pairs_with(scores) else math.nan
+    return Trial(name, overrides, addresses, tuple(f.id for f in _severe(findings)), _finite(loss),
+                 _finite(scores.metric()), eval_examples=scores.num_examples, margin=margin)
+
+
+def trial_scores(config: ml_collections.ConfigDict, state) -> ExampleScores:
+    """The per-example outcomes of a trial's final `state` on `trial_eval_split(config)`."""
+    scored = ml_collections.ConfigDict(config.to_dict())
+    scored.data.eval_split = trial_eval_split(config).name
+    pipeline = build_input(scored)
+    labels, predictions = eval_predictions(state, pipeline, partitioning.make_mesh(),
+                                           int(config.training.eval_batch_size))
+    return ExampleScores.from_predictions(pipeline.info.task, labels, predictions, pipeline.info.num_classes)
 
 
 def _finite(value) -> float:
@@ -285,26 +293,19 @@ def _finite(value) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def noise_margin(baseline: float, metric: float, baseline_examples: int, examples: int) -> float:
-    """The gain over the `baseline` metric that a trial's `metric` needs to count as a fix: NOISE_Z standard errors
-    of the difference of two means of per-example scores in [0, 1] over `baseline_examples` and `examples` eval
-    examples, at least MIN_GAIN; infinite when an eval size is unknown. A score in [0, 1] with mean p has a variance
-    of at most p(1 - p) (exactly p(1 - p) for accuracy, a mean of 0/1 scores), so sqrt(p1(1 - p1)/n1 + p2(1 - p2)/n2)
-    bounds the standard error of accuracy and, with images as the sampling unit (not their correlated pixels), of
-    Dice and IoU."""
-    if min(baseline_examples, examples) <= 0:
-        return math.inf
-    variance = baseline * (1 - baseline) / baseline_examples + metric * (1 - metric) / examples
-    return max(MIN_GAIN, NOISE_Z * math.sqrt(variance))
-
-
 def _verify(trial: Trial, baseline: Trial) -> Trial:
     """`trial` with its margin (none for the baseline) and whether it is verified: it ran, left no warning or
-    error and beat the baseline by the margin (any finite metric beats a baseline without one)."""
+    error and beat the baseline by the margin (any finite metric beats a baseline without one). The margin is the
+    paired one measured with the trial; a trial without it (scored on other examples than the baseline, or read
+    from an older repair.json) gets the unpaired `noise_margin`."""
     if trial.name == "baseline":
         return dataclasses.replace(trial, verified=False, margin=math.nan)
-    margin = noise_margin(baseline.metric, trial.metric, baseline.eval_examples, trial.eval_examples) \
-        if math.isfinite(baseline.metric) else 0.0
+    if not math.isfinite(baseline.metric):
+        margin = 0.0
+    elif math.isfinite(trial.margin):
+        margin = trial.margin
+    else:
+        margin = noise_margin(baseline.metric, trial.metric, baseline.eval_examples, trial.eval_examples)
     gain = trial.metric - baseline.metric if math.isfinite(baseline.metric) else math.inf
     return dataclasses.replace(trial, margin=margin, verified=trial.error is None and not trial.findings_left
                                and math.isfinite(trial.metric) and gain >= margin)
@@ -349,13 +350,13 @@ def repair(workdir: str) -> RepairResult:
     directory = os.path.join(workdir, "diagnostics", "repair")
     plan = [("baseline", {}, ())] + candidates(findings, base)
     logging.info("Repair of %s: %d trials of %d steps.", workdir, len(plan), budget)
-    trials = _run_all(base, directory, plan, metric)
+    trials = _run_all(base, directory, plan)
     for _ in range(LR_SEARCH_ROUNDS):
         proposal = next_lr(rank_trials(trials, trials[0]))
         if proposal is None:
             break
         logging.info("Repair of %s: no verified fix yet; trying LR %g.", workdir, *proposal[1].values())
-        trials += _run_all(base, directory, [proposal], metric)
+        trials += _run_all(base, directory, [proposal])
     result = ranked_result(workdir, metric, budget, tuple(f.id for f in _severe(findings)), trials,
                            trial_eval_split(config))
     write_repair(result)
@@ -372,10 +373,14 @@ def ranked_result(workdir: str, metric: str, budget: int, findings: tuple[str, .
                         rerun_command(workdir, best.overrides) if best else None, eval_split)
 
 
-def _run_all(config: ml_collections.ConfigDict, directory: str, plan: list, metric: str) -> list[Trial]:
-    """`run_trial` for each (name, overrides, finding ids) of `plan`, into `directory/<name>`."""
-    return [run_trial(config, os.path.join(directory, name), name, overrides, ids, metric)
-            for name, overrides, ids in plan]
+def _run_all(config: ml_collections.ConfigDict, directory: str, plan: list) -> list[Trial]:
+    """`run_trial` for each (name, overrides, finding ids) of `plan`, into `directory/<name>`, each candidate
+    paired with the baseline's scores (the baseline runs first)."""
+    trials = []
+    for name, overrides, ids in plan:
+        baseline = ExampleScores.load(os.path.join(directory, "baseline")) if name != "baseline" else None
+        trials.append(run_trial(config, os.path.join(directory, name), name, overrides, ids, baseline))
+    return trials
 
 
 def format_repair(result: RepairResult) -> str:
@@ -385,7 +390,7 @@ def format_repair(result: RepairResult) -> str:
     lines = [f"Trials of {result.budget} steps from the run's initial state; run findings: "
              f"{', '.join(result.findings) or 'none'}; metric {result.metric} on {base.eval_examples or '?'} eval "
              f"examples{where}; a fix must gain its noise margin over the baseline ({NOISE_Z} standard errors of the "
-             f"difference, at least {MIN_GAIN}).", "",
+             f"difference, paired over the same examples, at least {MIN_GAIN}).", "",
              f"| rank | trial | overrides | findings left | loss | {result.metric} | vs baseline | noise | verified |",
              "|---|---|---|---|---|---|---|---|---|"]
     for rank, t in enumerate(result.trials, start=1):

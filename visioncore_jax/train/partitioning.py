@@ -51,6 +51,12 @@ def jit_eval_step(step_fn: Callable, mesh: Mesh) -> Callable:
     )
 
 
+def jit_predict_step(step_fn: Callable, mesh: Mesh) -> Callable:
+    """Jits `step_fn(state, batch) -> per-example predictions`, gathered onto every device (one process reads
+    them all)."""
+    return jax.jit(step_fn, in_shardings=(replicated(mesh), data_sharded(mesh)), out_shardings=replicated(mesh))
+
+
 def jit_replicated(fn: Callable, mesh: Mesh, **static) -> Callable:
     """Jits a function of no device inputs (e.g. state initialisation) with replicated outputs."""
     return jax.jit(functools.partial(fn, **static), out_shardings=replicated(mesh))

@@ -112,3 +112,10 @@ def eval_step(state: TrainState, metrics: EvalMetrics, batch: Mapping[str, jax.A
     """Evaluates `batch` with running BatchNorm statistics; padding rows (`mask` 0) do not count."""
     outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
     return metrics.merge(task.eval_metrics(outputs["logits"], batch["label"], batch["mask"]))
+
+
+def predict_step(state: TrainState, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """The predicted class of each example (classification, [B]) or pixel (segmentation, [B, H, W]), with running
+    BatchNorm statistics."""
+    outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
+    return jnp.argmax(outputs["logits"], -1).astype(jnp.int32)
