@@ -7,6 +7,8 @@ r"""Trains a vision model from a config file; every config field can be overridd
   python main.py --mode=diagnose --workdir=workdirs/default
   python main.py --mode=eval --workdir=workdirs/default --config=configs/default.py [--checkpoint=latest|--step=N]
   python main.py --mode=repair --workdir=workdirs/default
+  python main.py --mode=repair --workdir=workdirs/default --config=configs/workdir.py:workdirs/default \
+      --config.diagnostics.repair_steps=200
 
 The workdir is the TensorBoard logdir; re-running the same command resumes from its latest checkpoint.
 
@@ -149,10 +151,17 @@ def main(argv):
         initialize_distributed()
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if FLAGS.mode == "diagnose":
+        if FLAGS.config is not None:
+            raise app.UsageError("--mode=diagnose analyzes the records in --workdir with the config they were "
+                                 "written with; leave --config out.")
         print(diagnostics.format_findings(diagnostics.analyze(FLAGS.workdir)))
         return
     if FLAGS.mode == "repair":
-        print(repair.format_repair(repair.repair(FLAGS.workdir)))
+        settings = {}
+        if FLAGS.config is not None:
+            validate_config(FLAGS.config)
+            settings = repair.repair_settings(FLAGS.config, FLAGS.workdir)
+        print(repair.format_repair(repair.repair(FLAGS.workdir, settings)))
         return
     if FLAGS.config is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<experiment>.py.")

@@ -12,6 +12,7 @@ from ml_collections import config_flags
 from configs import test as test_config
 from tests.fault_zoo import zoo_config
 from visioncore_jax.diagnostics import Finding
+from visioncore_jax.errors import InputError
 from visioncore_jax.tools import repair, verification
 from visioncore_jax.tools.overrides import apply_overrides, load_run_config, parse_overrides
 from visioncore_jax.train import train_and_evaluate
@@ -35,6 +36,20 @@ def test_apply_overrides_copies_and_names_bad_fields_in_one_line():
         apply_overrides(config, {"optimizer.lrate": 0.5})
     with pytest.raises(ValueError, match="wrong type"):
         apply_overrides(config, {"training.num_train_steps": 1.5})
+
+
+def test_a_repair_takes_only_its_own_fields_from_the_command_line(tmp_path):
+    (tmp_path / "config.json").write_text(test_config.get_config().to_json_best_effort())
+    given = load_run_config(str(tmp_path))  # what --config=configs/workdir.py:W gives main.py
+    assert repair.repair_settings(given, str(tmp_path)) == {}
+    given.diagnostics.update(repair_steps=200, repair_eval_split="test[:1024]")
+    assert repair.repair_settings(given, str(tmp_path)) == {"diagnostics.repair_eval_split": "test[:1024]",
+                                                            "diagnostics.repair_steps": 200}
+    given.optimizer.learning_rate = 0.5  # the trials would not reproduce the run
+    with pytest.raises(InputError, match=r"but --config differs in optimizer.learning_rate: leave --config out"):
+        repair.repair_settings(given, str(tmp_path))
+    with pytest.raises(InputError, match="holds no run"):
+        repair.repair_settings(given, str(tmp_path / "none"))
 
 
 def test_load_run_config_restores_tuples(tmp_path):

@@ -136,6 +136,10 @@ CASES = [
     (["folder:no_eval_split"], 2, "--config.data.eval_split='test' is not a folder of {tmp}/folder"),
     (["--mode=preflight", "--config.training.eval_batch_size=0"], 2, "eval_batch_size=0 must be a positive"),
     (["--config=configs/nope.py"], 2, "--config=configs/nope.py is not a file"),
+    (["--mode=diagnose"], 2, "--mode=diagnose analyzes the records in --workdir with the config they were written "
+                             "with; leave --config out."),
+    (["--mode=repair"], 2, "--mode=repair repairs the run as {tmp}/workdir/config.json configures it, but --config "
+                           "differs in data.crop_padding, data.data_dir, data.download ...: leave --config out"),
     (["--config.diagnostics.repair_eval_split=test[:"], 2,
      "--config.diagnostics.repair_eval_split='test[:' is not a split: use ''"),
     (["--config.diagnostics.repair_eval_split=train[5000:]"], 2,

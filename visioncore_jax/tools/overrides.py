@@ -8,6 +8,8 @@ import shlex
 
 import ml_collections
 
+from visioncore_jax.errors import InputError
+
 
 def _tuples(value):
     """JSON lists back to the tuples the configs use (sequence fields are tuples in configs/*.py)."""
@@ -19,10 +21,10 @@ def _tuples(value):
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run in `workdir` was started with (its `config.json`); a ValueError says what is missing."""
+    """The config a run in `workdir` was started with (its `config.json`); an InputError says what is missing."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        raise ValueError(f"{path} does not exist: {workdir!r} holds no run. Train into it first "
+        raise InputError(f"{path} does not exist: {workdir!r} holds no run. Train into it first "
                          "(python main.py --workdir=... --config=...).")
     with open(path) as f:
         return ml_collections.ConfigDict(_tuples(json.load(f)))
@@ -59,6 +61,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, obje
         except TypeError as error:
             raise ValueError(f"--config.{key}={value!r}: wrong type for this field ({error}).") from None
     return config
+
+
+def flattened(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, object]:
+    """`{'a.b': value}` for every leaf field of `config`."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            flat |= flattened(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def override_flags(overrides: dict[str, object]) -> str:

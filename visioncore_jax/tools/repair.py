@@ -23,10 +23,11 @@ import ml_collections
 
 from visioncore_jax import diagnostics
 from visioncore_jax.data import build_input
+from visioncore_jax.errors import InputError
 from visioncore_jax.optim import durations
 from visioncore_jax.splits import sliced_from, split_name
 from visioncore_jax.tools.lr_find import lr_range_test
-from visioncore_jax.tools.overrides import apply_overrides, load_run_config, override_flags, parse_overrides
+from visioncore_jax.tools.overrides import apply_overrides, flattened, load_run_config, override_flags, parse_overrides
 from visioncore_jax.tools.verification import MIN_GAIN, NOISE_Z, ExampleScores, noise_margin, paired_margin
 from visioncore_jax.train import partitioning, train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
@@ -55,6 +56,9 @@ SECTION = "## Verified repair"
 # TRIAL_RECORDS evaluations re-timed in its own epochs (else a trial on the whole split of a run that trained on
 # a 128-image slice would evaluate once, at the end, and the rules would see no trend).
 EPOCH_FIELDS = frozenset({"data.name", "data.image_folder", "data.train_split", "training.batch_size"})
+# The fields a repair takes from its command line (`--mode=repair --config=configs/workdir.py:W
+# --config.diagnostics.repair_steps=N`): how to repair, not what: every other field is the run's.
+REPAIR_FIELDS = ("diagnostics.repair_steps", "diagnostics.repair_eval_split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,12 +340,27 @@ def rerun_command(workdir: str, overrides: dict) -> str:
             f"--config={shlex.quote('configs/workdir.py:' + workdir)} {override_flags(overrides)}")
 
 
-def repair(workdir: str) -> RepairResult:
-    """Runs the trials for the run in `workdir` and writes repair.json and the report section."""
-    config = load_run_config(workdir)
+def repair_settings(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The REPAIR_FIELDS in which `config` (main.py's --config in repair mode) differs from the run's own; an
+    InputError when it differs in any other field: a repair reproduces the run as it was configured."""
+    given, run = flattened(config), flattened(load_run_config(workdir))
+    changed = sorted(key for key in given.keys() | run.keys() if given.get(key) != run.get(key))
+    other = [key for key in changed if key not in REPAIR_FIELDS]
+    if other:
+        raise InputError(
+            f"--mode=repair repairs the run as {os.path.join(workdir, 'config.json')} configures it, but --config "
+            f"differs in {', '.join(other[:3])}{' ...' if len(other) > 3 else ''}: leave --config out, or pass "
+            f"--config=configs/workdir.py:{workdir} with only {' / '.join('--config.' + f for f in REPAIR_FIELDS)}.")
+    return {key: given[key] for key in changed}
+
+
+def repair(workdir: str, settings: dict | None = None) -> RepairResult:
+    """Runs the trials for the run in `workdir` (its config, with `settings`: REPAIR_FIELDS overrides) and writes
+    repair.json and the report section."""
+    config = apply_overrides(load_run_config(workdir), settings or {})
     run = diagnostics.load_records(workdir)
     if not run.train:
-        raise ValueError(f"{workdir!r} has no train records yet; repair needs at least one evaluation.")
+        raise InputError(f"{workdir!r} has no train records yet; repair needs at least one evaluation.")
     findings = diagnostics.analyze(workdir, write=False)
     run_steps, steps_per_epoch = int(run.train[-1].num_train_steps), int(run.train[-1].steps_per_epoch)
     main = next((f for f in _severe(findings) if f.steps), None)
