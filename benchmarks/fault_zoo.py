@@ -158,30 +158,43 @@ def repair_row(row: dict, workdir: str) -> None:
 def repair_outcome(result) -> dict:
     """A repair's row entry: verified, the best verified trial and its command, and the gain over the baseline and
     the margin it needed of the best verified trial (else the best clean one, `candidate`)."""
-    base = result.baseline
-    candidate = result.best or next((t for t in result.trials if t.name != "baseline" and t.error is None
+    candidate = result.best or next((t for t in result.trials if not t.is_baseline and t.error is None
                                      and not t.findings_left), None)
     return {"verified": result.best is not None, "best": result.best.name if result.best else None,
             "command": result.command, "trials": len(result.trials), "budget": result.budget,
             "candidate": candidate.name if candidate else None,
-            "gain": candidate.metric - base.metric if candidate else None,
+            "gain": candidate.metric - result.baseline_for(candidate).metric if candidate else None,
             "margin": candidate.margin if candidate else None,
-            "eval_examples": base.eval_examples}
+            "eval_examples": result.baseline.eval_examples}
 
 
 def rescore_row(row: dict, workdir: str) -> None:
-    """Re-ranks the kept repair of `workdir` (its repair.json and each trial's eval records) by the current rule and
-    updates `row['repair']` (its wall time kept); the trials' findings are the stored ones."""
+    """Re-ranks the kept repair of `workdir` (its repair.json, each trial's eval records and per-example scores) by
+    the current rule and updates `row['repair']` (its wall time kept); the trials' findings are the stored ones,
+    their margins today's: paired from their scores, else unpaired."""
     from visioncore_jax.tools import repair as repair_tool
 
     with open(os.path.join(workdir, "diagnostics", "repair.json")) as f:
         saved = json.load(f)
     trials = [repair_tool.Trial.from_json(t) for t in saved["trials"]]
     trials = [dataclasses.replace(t, eval_examples=t.eval_examples or _eval_examples(
-        os.path.join(workdir, "diagnostics", "repair", t.name))) for t in trials]
+        repair_tool.trial_directory(workdir, t)), margin=_paired_margin(workdir, t, trials)) for t in trials]
     result = repair_tool.ranked_result(saved["workdir"], saved["metric"], saved["budget"], tuple(saved["findings"]),
                                        trials)
     row["repair"] = repair_outcome(result) | {"wall_s": row["repair"].get("wall_s")}
+
+
+def _paired_margin(workdir: str, trial, trials) -> float:
+    """Today's paired margin of `trial` over the baseline of its look, from their stored per-example scores; NaN
+    (the unpaired margin) when either has none."""
+    from visioncore_jax.tools import repair as repair_tool
+    from visioncore_jax.tools.verification import ExampleScores, paired_margin
+
+    scores, base = (ExampleScores.load(repair_tool.trial_directory(workdir, t))
+                    for t in (trial, repair_tool.baseline_of(trial, trials)))
+    if trial.is_baseline or scores is None or base is None or not base.pairs_with(scores):
+        return math.nan
+    return paired_margin(base, scores)
 
 
 def _eval_examples(trial_dir: str) -> int:

@@ -28,7 +28,7 @@ from visioncore_jax.optim import durations
 from visioncore_jax.splits import sliced_from, split_name
 from visioncore_jax.tools.lr_find import lr_range_test
 from visioncore_jax.tools.overrides import apply_overrides, flattened, load_run_config, override_flags, parse_overrides
-from visioncore_jax.tools.verification import MIN_GAIN, NOISE_Z, ExampleScores, noise_margin, paired_margin
+from visioncore_jax.tools.verification import LOOKS, MIN_GAIN, NOISE_Z, ExampleScores, noise_margin, paired_margin
 from visioncore_jax.train import partitioning, train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
 from visioncore_jax.train.predictions import eval_predictions
@@ -59,6 +59,11 @@ EPOCH_FIELDS = frozenset({"data.name", "data.image_folder", "data.train_split", 
 # The fields a repair takes from its command line (`--mode=repair --config=configs/workdir.py:W
 # --config.diagnostics.repair_steps=N`): how to repair, not what: every other field is the run's.
 REPAIR_FIELDS = ("diagnostics.repair_steps", "diagnostics.repair_eval_split")
+# The second look (verification.LOOKS): when no trial verified but clean ones beat the baseline by less than their
+# margin, the baseline and the best LONGER_TRIALS of them run again LONGER times the budget. A fix gains more the
+# longer it trains (zoo: more training data, an unfrozen pathway, a later LR cut: +0.007-0.017 in 55-240 steps,
+# within margins of 0.013-0.021), while the noise of the comparison, set by the eval examples, stays the same.
+LONGER, LONGER_TRIALS = 2, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +82,12 @@ class Trial:
     error: str | None = None
     eval_examples: int = 0
     margin: float = math.nan
+    steps: int = 0  # train steps; 0 in a repair.json written before the second look (all had the budget)
+
+    @property
+    def is_baseline(self) -> bool:
+        """The trial without overrides (of either look)."""
+        return self.name.partition("@")[0] == "baseline"
 
     @classmethod
     def from_json(cls, value: dict) -> "Trial":
@@ -109,8 +120,12 @@ class RepairResult:
 
     @property
     def baseline(self) -> Trial:
-        """The trial without overrides."""
+        """The first look's trial without overrides."""
         return next(t for t in self.trials if t.name == "baseline")
+
+    def baseline_for(self, trial: Trial) -> Trial:
+        """The baseline `trial` is compared with: the one of its look (`baseline_of`)."""
+        return baseline_of(trial, self.trials)
 
     @property
     def best(self) -> Trial | None:
@@ -302,7 +317,7 @@ def _verify(trial: Trial, baseline: Trial) -> Trial:
     error and beat the baseline by the margin (any finite metric beats a baseline without one). The margin is the
     paired one measured with the trial; a trial without it (scored on other examples than the baseline, or read
     from an older repair.json) gets the unpaired `noise_margin`."""
-    if trial.name == "baseline":
+    if trial.is_baseline:
         return dataclasses.replace(trial, verified=False, margin=math.nan)
     if not math.isfinite(baseline.metric):
         margin = 0.0
@@ -317,14 +332,19 @@ def _verify(trial: Trial, baseline: Trial) -> Trial:
 
 def within_noise(trial: Trial, baseline: Trial) -> bool:
     """A clean trial that beat the baseline, but by less than its margin: not verified for noise alone."""
-    return (trial.name != "baseline" and trial.error is None and not trial.findings_left and not trial.verified
+    return (not trial.is_baseline and trial.error is None and not trial.findings_left and not trial.verified
             and 0 < trial.metric - baseline.metric < trial.margin)
 
 
-def rank_trials(trials: list[Trial], baseline: Trial) -> list[Trial]:
-    """Marks verified trials (`_verify`) and sorts: verified first, then fewer findings left, higher metric, lower
-    loss."""
-    marked = [_verify(t, baseline) for t in trials]
+def baseline_of(trial: Trial, trials) -> Trial:
+    """The baseline among `trials` that `trial` is compared with: the one trained as many steps."""
+    return next(t for t in trials if t.is_baseline and t.steps == trial.steps)
+
+
+def rank_trials(trials: list[Trial]) -> list[Trial]:
+    """Marks verified trials (`_verify`, each against the baseline of its look) and sorts: verified first, then
+    fewer findings left, higher metric, lower loss."""
+    marked = [_verify(t, baseline_of(t, trials)) for t in trials]
 
     def key(t: Trial):
         return (not t.verified, t.error is not None, len(t.findings_left),
@@ -366,16 +386,22 @@ def repair(workdir: str, settings: dict | None = None) -> RepairResult:
     main = next((f for f in _severe(findings) if f.steps), None)
     budget, metric = repair_budget(config, run_steps, main.steps[1] if main else 0), metric_name(run)
     base = trial_config(config, budget, steps_per_epoch)
-    directory = os.path.join(workdir, "diagnostics", "repair")
+    directory = _look_directory(workdir)
     plan = [("baseline", {}, ())] + candidates(findings, base)
     logging.info("Repair of %s: %d trials of %d steps.", workdir, len(plan), budget)
     trials = _run_all(base, directory, plan)
     for _ in range(LR_SEARCH_ROUNDS):
-        proposal = next_lr(rank_trials(trials, trials[0]))
+        proposal = next_lr(rank_trials(trials))
         if proposal is None:
             break
         logging.info("Repair of %s: no verified fix yet; trying LR %g.", workdir, *proposal[1].values())
         trials += _run_all(base, directory, [proposal])
+    plan = second_look(trials) if LOOKS > 1 else []
+    if plan:
+        steps = LONGER * budget
+        logging.info("Repair of %s: within the noise; a second look at %d steps.", workdir, steps)
+        trials += _run_all(trial_config(config, steps, steps_per_epoch), _look_directory(workdir, steps), plan,
+                           suffix=f"@{steps}")
     result = ranked_result(workdir, metric, budget, tuple(f.id for f in _severe(findings)), trials,
                            trial_eval_split(config))
     write_repair(result)
@@ -386,47 +412,73 @@ def ranked_result(workdir: str, metric: str, budget: int, findings: tuple[str, .
                   eval_split: EvalSplit | None = None) -> RepairResult:
     """The repair's result from its trials (the baseline among them): ranked by `rank_trials`, with the rerun
     command of the best verified fix."""
-    ranked = rank_trials(trials, next(t for t in trials if t.name == "baseline"))
+    ranked = rank_trials(trials)
     best = next((t for t in ranked if t.verified), None)
     return RepairResult(workdir, metric, budget, findings, tuple(ranked),
                         rerun_command(workdir, best.overrides) if best else None, eval_split)
 
 
-def _run_all(config: ml_collections.ConfigDict, directory: str, plan: list) -> list[Trial]:
+def _run_all(config: ml_collections.ConfigDict, directory: str, plan: list, suffix: str = "") -> list[Trial]:
     """`run_trial` for each (name, overrides, finding ids) of `plan`, into `directory/<name>`, each candidate
-    paired with the baseline's scores (the baseline runs first)."""
+    paired with the baseline's scores (the baseline runs first); `suffix` is appended to the trials' names."""
     trials = []
     for name, overrides, ids in plan:
         baseline = ExampleScores.load(os.path.join(directory, "baseline")) if name != "baseline" else None
-        trials.append(run_trial(config, os.path.join(directory, name), name, overrides, ids, baseline))
+        trial = run_trial(config, os.path.join(directory, name), name + suffix, overrides, ids, baseline)
+        trials.append(dataclasses.replace(trial, steps=int(config.training.num_train_steps)))
     return trials
+
+
+def _look_directory(workdir: str, steps: int = 0) -> str:
+    """Where a repair's trials train: `diagnostics/repair`, and `diagnostics/repair/at_<steps>` for the second
+    look's."""
+    return os.path.join(workdir, "diagnostics", "repair", *([f"at_{steps}"] if steps else []))
+
+
+def trial_directory(workdir: str, trial: Trial) -> str:
+    """The workdir of `trial` of the repair of `workdir` (its name, `name@steps` in the second look)."""
+    name, _, steps = trial.name.partition("@")
+    return os.path.join(_look_directory(workdir, int(steps or 0)), name)
+
+
+def second_look(trials: list[Trial]) -> list[tuple[str, dict, tuple[str, ...]]]:
+    """The plan of the second look: the baseline and the LONGER_TRIALS best clean trials whose gain was within
+    the noise; empty when a trial verified or none was within the noise."""
+    ranked = rank_trials(trials)
+    if any(t.verified for t in ranked):
+        return []
+    noisy = [t for t in ranked if within_noise(t, baseline_of(t, ranked))][:LONGER_TRIALS]
+    return [("baseline", {}, ())] + [(t.name, t.overrides, t.addresses) for t in noisy] if noisy else []
 
 
 def format_repair(result: RepairResult) -> str:
     """The ranked trials as a markdown table, and the rerun command (or why there is none)."""
     base, split = result.baseline, result.eval_split
     where = f" of {split.name} ({split.reason})" if split else ""
-    lines = [f"Trials of {result.budget} steps from the run's initial state; run findings: "
+    lines = [f"Trials of {result.budget} steps from the run's initial state (a second look at {LONGER}x the steps "
+             "when the first could not tell a clean trial from noise, name@steps); run findings: "
              f"{', '.join(result.findings) or 'none'}; metric {result.metric} on {base.eval_examples or '?'} eval "
-             f"examples{where}; a fix must gain its noise margin over the baseline ({NOISE_Z} standard errors of the "
-             f"difference, paired over the same examples, at least {MIN_GAIN}).", "",
+             f"examples{where}; a fix must gain its noise margin over the baseline of its look ({NOISE_Z} standard "
+             f"errors of the difference, paired over the same examples, at least {MIN_GAIN}).", "",
              f"| rank | trial | overrides | findings left | loss | {result.metric} | vs baseline | noise | verified |",
              "|---|---|---|---|---|---|---|---|---|"]
+    noisy = None
     for rank, t in enumerate(result.trials, start=1):
         left = t.error or (", ".join(t.findings_left) or "none")
-        delta = f"{t.metric - base.metric:+.4f}" if t.name != "baseline" else "baseline"
-        verdict = "yes" if t.verified else "no: within noise" if within_noise(t, base) else "no"
+        delta = f"{t.metric - result.baseline_for(t).metric:+.4f}" if not t.is_baseline else "baseline"
+        within = within_noise(t, result.baseline_for(t))
+        noisy = noisy or (t if within else None)
+        verdict = "yes" if t.verified else "no: within noise" if within else "no"
         lines.append(f"| {rank} | {t.name} | {override_flags(t.overrides) or '(none)'} | {left} | {t.loss:.4g} | "
                      f"{t.metric:.4f} | {delta} | {_noise(t.margin)} | {verdict} |")
     lines.append("")
-    noisy = next((t for t in result.trials if within_noise(t, base)), None)
     if result.command:
         lines.append(f"Rerun with the best verified fix:\n\n    {result.command}")
     elif noisy:
         lines.append(f"No verified fix: {noisy.name} left no warning or error, but its "
-                     f"{noisy.metric - base.metric:+.3f} over the baseline is within the eval's noise "
-                     f"({_noise(noisy.margin)}); a longer trial (diagnostics.repair_steps) or a larger eval split "
-                     "(diagnostics.repair_eval_split) would tell.")
+                     f"{noisy.metric - result.baseline_for(noisy).metric:+.3f} over the baseline is within the "
+                     f"eval's noise ({_noise(noisy.margin)}); a longer trial (diagnostics.repair_steps) or a larger "
+                     "eval split (diagnostics.repair_eval_split) would tell.")
     else:
         lines.append("No verified fix: no trial removed every warning and error while beating the baseline's "
                      f"{result.metric}.")

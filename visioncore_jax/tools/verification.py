@@ -14,6 +14,7 @@ without per-example outcomes.
 import dataclasses
 import math
 import os
+import statistics
 
 import numpy as np
 
@@ -23,10 +24,13 @@ from visioncore_jax.train.tasks import dice_and_iou
 # however large the eval set.
 MIN_GAIN = 0.005
 # ... and the gain must exceed the comparison's noise: NOISE_Z standard errors of the difference of the two
-# trials' metrics. 1.96 is a one-sided test at 2.5%: a candidate that does not help is verified by chance in 1 of
-# 40 comparisons; by the union bound a repair whose k candidates all do nothing names a fix by chance with
-# probability at most k x 2.5%. Fixed a priori (the usual 95% two-sided z), not fitted to any run.
-NOISE_Z = 1.96
+# trials' metrics. A candidate that does not help may be compared LOOKS times (a repair's second, longer look at
+# the candidates the first one could not tell from noise), so each look tests at ERROR_RATE / LOOKS (Bonferroni):
+# one-sided, z = 2.24, and over both looks a candidate that does not help is verified by chance at most once in 40
+# (ERROR_RATE: the usual 95% two-sided z's tail); by the union bound a repair whose k candidates all do nothing names
+# a fix by chance with probability at most k x 2.5%. Fixed a priori, not fitted to any run.
+ERROR_RATE, LOOKS = 0.025, 2
+NOISE_Z = round(statistics.NormalDist().inv_cdf(1 - ERROR_RATE / LOOKS), 3)
 # Bootstrap resamples of the eval examples (the standard error's own relative error is ~1 / sqrt(2 x 1000), 2%),
 # drawn CHUNK at a time (a [CHUNK, N] weight matrix), from a fixed seed: a repair's verdicts are reproducible.
 RESAMPLES, CHUNK, SEED = 1000, 100, 0
