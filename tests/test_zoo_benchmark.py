@@ -172,6 +172,22 @@ def test_rescore_reranks_a_kept_repair_by_the_eval_noise(tmp_path):
     assert rows[0]["repair"]["margin"] == pytest.approx(0.0763, abs=1e-4)
     assert "| r/1 | held_out | no | fix | +0.035 | 0.076 |" in summarize(rows)
     assert "a verified fix for 0 of 1 held_out faulty config-route runs; repair wall time 2.0x" in summarize(rows)
+    # With per-example scores kept, the margin is today's paired one: the fix is right on the baseline's 42 images
+    # and 9 more (51 and 42 of 256: 0.199 and 0.164); the two disagree on 9 images only, so the paired margin is
+    # 2.241 x sqrt(9/256 x 247/256) / 16 = 0.026, where the unpaired bound said 0.076.
+    from visioncore_jax.tools.verification import ExampleScores
+
+    labels = np.arange(256) % 2
+    right = np.zeros(256, bool)
+    right[:42] = True
+    for name, extra in (("baseline", 0), ("fix", 9)):
+        fixed = right.copy()
+        fixed[42:42 + extra] = True
+        predictions = np.where(fixed, labels, 1 - labels)
+        ExampleScores.from_predictions("classification", labels, predictions, 2).save(
+            str(tmp_path / "runs" / "r__1" / "diagnostics" / "repair" / name))
+    assert rescore(rows, str(tmp_path)) == 1
+    assert rows[0]["repair"]["margin"] == pytest.approx(2.241 * 3 / 256, rel=0.15)
 
 
 def test_eval_size_of_an_old_segmentation_record_counts_images_not_pixels(tmp_path):
