@@ -4,7 +4,8 @@ independent findings); each trial is analysed by the same rules. A fix is *verif
 warning or error left and beats the baseline trial on the run's metric by more than the comparison's noise
 (`verification.paired_margin`, over the same eval examples). Each trial trains and evaluates as the run did; its
 metric is then measured on the whole split when the run evaluates on a slice of it (`trial_eval_split`): the margin
-falls as 1 / sqrt(eval examples).
+falls as 1 / sqrt(eval examples). When no fix verified but clean trials were within the noise, a second look runs
+them and the baseline again, longer (`second_look`).
 
 Outputs: a ranked table (printed), `W/diagnostics/repair.json`, a section of `W/diagnostics/report.md`, and the
 command that reruns the run with the best verified fix.
@@ -28,7 +29,7 @@ from visioncore_jax.optim import durations
 from visioncore_jax.splits import sliced_from, split_name
 from visioncore_jax.tools.lr_find import lr_range_test
 from visioncore_jax.tools.overrides import apply_overrides, flattened, load_run_config, override_flags, parse_overrides
-from visioncore_jax.tools.verification import LOOKS, MIN_GAIN, NOISE_Z, ExampleScores, noise_margin, paired_margin
+from visioncore_jax.tools.verification import MIN_GAIN, NOISE_Z, ExampleScores, noise_margin, paired_margin
 from visioncore_jax.train import partitioning, train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment
 from visioncore_jax.train.predictions import eval_predictions
@@ -396,7 +397,7 @@ def repair(workdir: str, settings: dict | None = None) -> RepairResult:
             break
         logging.info("Repair of %s: no verified fix yet; trying LR %g.", workdir, *proposal[1].values())
         trials += _run_all(base, directory, [proposal])
-    plan = second_look(trials) if LOOKS > 1 else []
+    plan = second_look(trials)
     if plan:
         steps = LONGER * budget
         logging.info("Repair of %s: within the noise; a second look at %d steps.", workdir, steps)
