@@ -1,10 +1,13 @@
 """Shared test set-up: 2 host CPU devices for real data-parallel sharding, shared fixtures, and readers of
 TensorBoard event files for the loop-level tests."""
 
+import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import pathlib
+import sys
 import tempfile
 
 # Must be set before JAX initialises its backends: every test sees 2 CPU devices, so batches are really split
@@ -17,6 +20,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 WORKER_MEMORY = 6 * 2**30
@@ -96,3 +100,24 @@ def read_texts(workdir: str, tag: str) -> list[str]:
     accumulator.Reload()
     return [tf.make_ndarray(e.tensor_proto).item().decode() for e in accumulator.Tensors(tag)]
 
+
+def main_in_process(argv: list[str]) -> tuple[int, str, str]:
+    """`python main.py *argv` in this process (`main.cli()`, flags parsed as on the command line, `SystemExit`
+    caught): (exit status, stdout, stderr). Saves a subprocess's start (importing TensorFlow and JAX, ~8 s) and
+    its tracing where a test needs the command's behaviour but not a separate process."""
+    import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["main.py", *argv])
+        try:
+            main.cli()
+            code = 0
+        except SystemExit as exit_:  # absl's app.run exits with main's return value: None is status 0
+            code = 0 if exit_.code is None else exit_.code
+        finally:  # forget this run's flags, including the `--config.*` overrides the config flag defined
+            flags.FLAGS.unparse_flags()
+            for name in [name for name in flags.FLAGS if name.startswith("config.")]:
+                delattr(flags.FLAGS, name)
+    return code, stdout.getvalue(), stderr.getvalue()
