@@ -244,7 +244,8 @@ def test_incompatible_checkpoint_is_a_clear_error_and_a_corrupt_one_is_skipped(c
 def test_sigterm_saves_and_exits_cleanly(tfds_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     process = run_main(workdir, tfds_data_dir, "--config.training.num_train_steps=100000",
-                       "--config.training.checkpoint_every_steps=100000", wait=False)
+                       "--config.training.checkpoint_every_steps=100000", "--config.data.train_split=train[:2048]",
+                       "--config.data.eval_split=test[:512]", wait=False)  # a slice: less to read before step 0
     deadline = time.time() + 240
     while not finished_steps(workdir) and process.poll() is None and time.time() < deadline:
         time.sleep(0.1)  # the step-0 checkpoint is written just before the first step
