@@ -1,8 +1,13 @@
 """Shared test set-up: 2 host CPU devices for real data-parallel sharding, shared fixtures, and readers of
 TensorBoard event files for the loop-level tests."""
 
+import contextlib
 import fcntl
+import hashlib
+import io
 import os
+import pathlib
+import sys
 import tempfile
 
 # Must be set before JAX initialises its backends: every test sees 2 CPU devices, so batches are really split
@@ -15,6 +20,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 WORKER_MEMORY = 6 * 2**30
@@ -30,15 +36,34 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min((os.cpu_count() or 1) + 1, memory // WORKER_MEMORY))
 
 
+# The embedded datasets' generators and how they are prepared: a change to any of these files prepares them anew.
+DATASET_SOURCES = ("embedded.py", "embedded_clips.py", "embedded_masks.py", "sources.py")
+
+
+def prepared_datasets_dir() -> pathlib.Path:
+    """Where the suite keeps the embedded datasets it prepared, kept across test runs like the compilation cache:
+    a directory under the temp dir named by a hash of `DATASET_SOURCES` and the TFDS and NumPy versions (the
+    bytes the generators write), so that code which would write other bytes never reads a stale copy."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    data = pathlib.Path(__file__).resolve().parent.parent / "visioncore_jax" / "data"
+    digest = hashlib.sha256(f"{tfds.__version__} {np.__version__}".encode())
+    for name in DATASET_SOURCES:
+        digest.update((data / name).read_bytes())
+    return pathlib.Path(tempfile.gettempdir()) / f"visioncore_jax_tfds_{digest.hexdigest()[:16]}"
+
+
 @pytest.fixture(scope="session")
-def prepare_tfds(tmp_path_factory):
-    """`prepare_tfds(*names)`: the test run's one TFDS data dir with those embedded datasets (`DATASETS` names)
-    prepared. Shared by the xdist workers (their temp dirs have a common parent); each dataset is prepared once, by
-    the first worker to take the lock, and only when a test asks for it."""
+def prepare_tfds():
+    """`prepare_tfds(*names)`: the suite's TFDS data dir (`prepared_datasets_dir`) with those embedded datasets
+    (`DATASETS` names) prepared. Shared by the xdist workers and by later test runs; each dataset is prepared
+    once, by the first process to take the lock, and only when a test asks for it (preparing `embedded_shapes`
+    alone takes ~11 s, during which every worker that needs it waits)."""
     from visioncore_jax.data import DATASETS, tfds_builder
 
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    root = prepared_datasets_dir()
+    root.mkdir(exist_ok=True)
     path = str(root / "tensorflow_datasets")
 
     def prepare(*names: str) -> str:
@@ -74,3 +99,25 @@ def read_texts(workdir: str, tag: str) -> list[str]:
     accumulator = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
     return [tf.make_ndarray(e.tensor_proto).item().decode() for e in accumulator.Tensors(tag)]
+
+
+def main_in_process(argv: list[str]) -> tuple[int, str, str]:
+    """`python main.py *argv` in this process (`main.cli()`, flags parsed as on the command line, `SystemExit`
+    caught): (exit status, stdout, stderr). Saves a subprocess's start (importing TensorFlow and JAX, ~8 s) and
+    its tracing where a test needs the command's behaviour but not a separate process."""
+    import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["main.py", *argv])
+        try:
+            main.cli()
+            code = 0
+        except SystemExit as exit_:  # absl's app.run exits with main's return value: None is status 0
+            code = 0 if exit_.code is None else exit_.code
+        finally:  # forget this run's flags, including the `--config.*` overrides the config flag defined
+            flags.FLAGS.unparse_flags()
+            for name in [name for name in flags.FLAGS if name.startswith("config.")]:
+                delattr(flags.FLAGS, name)
+    return code, stdout.getvalue(), stderr.getvalue()

@@ -3,8 +3,6 @@ injected through the public API (config, model= or a wrapped input pipeline)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import seg_cbam, vc_resnet
+from tests.conftest import main_in_process
 from tests.fault_zoo import FaultyPipeline, PlainCNN, zoo_config
 from visioncore_jax.data import DatasetSpec, InputPipeline, build_input
 from visioncore_jax.data.sources import dataset_info
@@ -218,15 +217,16 @@ def test_lr_range_configured_lr_100x_the_suggestion(config, shared_pipeline):
 
 
 @pytest.mark.slow
-def test_main_preflight_mode_exits_non_zero_on_fail(config, tfds_data_dir, tmp_path):
-    process = subprocess.run(
-        [sys.executable, "main.py", "--mode=preflight", f"--workdir={tmp_path}", "--config=configs/test.py",
+def test_main_preflight_mode_exits_non_zero_on_fail(config, tfds_data_dir, tmp_path, monkeypatch):
+    # main.py's command line in this process (`tests/test_validation.py` runs the real command as a subprocess).
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(__file__)))
+    code, stdout, stderr = main_in_process(
+        ["--mode=preflight", f"--workdir={tmp_path}", "--config=configs/test.py",
          f"--config.data.data_dir={tfds_data_dir}", "--config.data.train_split=train[:2048]",
          "--config.data.eval_split=train[:256]",
-         "--config.diagnostics.lr_find_steps=20", "--config.diagnostics.overfit_steps=5"],
-        capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert process.returncode == 1, process.stderr[-3000:]
-    assert "FAIL  split_overlap" in process.stdout
+         "--config.diagnostics.lr_find_steps=20", "--config.diagnostics.overfit_steps=5"])
+    assert code == 1, stderr[-3000:]
+    assert "FAIL  split_overlap" in stdout
     statuses = {c["id"]: c["status"] for c in json.loads((tmp_path / "preflight.json").read_text())["checks"]}
     assert statuses["split_overlap"] == "FAIL" and statuses["pathway_inputs"] == "PASS"
 

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import test as test_config
-from tests.conftest import read_scalars
+from tests.conftest import main_in_process, read_scalars
 from visioncore_jax.data import build_input, to_global_batch
 from visioncore_jax.models import build_model
 from visioncore_jax.optim import build_optimizer
@@ -87,15 +87,18 @@ def test_train_and_evaluate_writes_scalars_checkpoints_and_config(config, tmp_pa
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_parameters_and_logs(config, tfds_data_dir, tmp_path):
+def test_killed_run_resumes_to_the_same_parameters_and_logs(config, tfds_data_dir, tmp_path, monkeypatch):
     # Log windows (3 steps) and the diagnostics period (one eval, at the end) span the checkpoints (every 10). A
-    # slice of the data and no report: each of the 3 processes reads, measures and evaluates less.
+    # slice of the data and no report: each run reads, measures and evaluates less.
     steps = ("--config.training.num_train_steps=60", "--config.training.checkpoint_every_steps=10",
              "--config.training.log_every_steps=3", "--config.data.train_split=train[:2048]",
              "--config.data.eval_split=test[:512]", "--config.diagnostics.report=False")
     reference_dir, resumed_dir = str(tmp_path / "reference"), str(tmp_path / "resumed")
-    code, output = run_main(reference_dir, tfds_data_dir, *steps)
-    assert code == 0, output[-3000:]
+    # The uninterrupted reference: the same command in this process; the killed and resumed runs are processes.
+    monkeypatch.chdir(REPO)
+    code, _, stderr = main_in_process([f"--workdir={reference_dir}", "--config=configs/test.py",
+                                       f"--config.data.data_dir={tfds_data_dir}", *steps])
+    assert code == 0, stderr[-3000:]
 
     process = run_main(resumed_dir, tfds_data_dir, *steps, wait=False)
     deadline = time.time() + 240
@@ -241,7 +244,8 @@ def test_incompatible_checkpoint_is_a_clear_error_and_a_corrupt_one_is_skipped(c
 def test_sigterm_saves_and_exits_cleanly(tfds_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     process = run_main(workdir, tfds_data_dir, "--config.training.num_train_steps=100000",
-                       "--config.training.checkpoint_every_steps=100000", wait=False)
+                       "--config.training.checkpoint_every_steps=100000", "--config.data.train_split=train[:2048]",
+                       "--config.data.eval_split=test[:512]", wait=False)  # a slice: less to read before step 0
     deadline = time.time() + 240
     while not finished_steps(workdir) and process.poll() is None and time.time() < deadline:
         time.sleep(0.1)  # the step-0 checkpoint is written just before the first step

@@ -2,9 +2,7 @@
 checkpoints stay as they were. The CLI cases run `main.cli()` in this process (flags parsed as on the command
 line, `SystemExit` caught); one case runs `python main.py` as a subprocess to check the real exit status."""
 
-import contextlib
 import hashlib
-import io
 import os
 import subprocess
 import sys
@@ -12,11 +10,10 @@ import time
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
-import main
 from configs import test as test_config
+from tests.conftest import main_in_process
 from visioncore_jax.data import build_input
 from visioncore_jax.errors import InputError
 from visioncore_jax.train.validation import validate_config
@@ -26,19 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_cli(argv: list[str]) -> tuple[int, str]:
     """`python main.py *argv` in this process: (exit status, stderr)."""
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["main.py", *argv])
-        try:
-            main.cli()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-        finally:  # forget this run's flags, including the `--config.*` overrides the config flag defined
-            flags.FLAGS.unparse_flags()
-            for name in [name for name in flags.FLAGS if name.startswith("config.")]:
-                delattr(flags.FLAGS, name)
-    return code, stderr.getvalue()
+    code, _, stderr = main_in_process(argv)
+    return code, stderr
 
 
 def tree_hash(root: str) -> str:
