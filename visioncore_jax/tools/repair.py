@@ -60,10 +60,11 @@ EPOCH_FIELDS = frozenset({"data.name", "data.image_folder", "data.train_split", 
 # The fields a repair takes from its command line (`--mode=repair --config=configs/workdir.py:W
 # --config.diagnostics.repair_steps=N`): how to repair, not what: every other field is the run's.
 REPAIR_FIELDS = ("diagnostics.repair_steps", "diagnostics.repair_eval_split")
-# The second look (verification.LOOKS): when no trial verified but clean ones beat the baseline by less than their
-# margin, the baseline and the best LONGER_TRIALS of them run again LONGER times the budget. A fix gains more the
-# longer it trains (zoo: more training data, an unfrozen pathway, a later LR cut: +0.007-0.017 in 55-240 steps,
-# within margins of 0.013-0.021), while the noise of the comparison, set by the eval examples, stays the same.
+# The second look (verification.LOOKS): when no trial verified but clean ones are within their margin of the
+# baseline (above or below), the baseline and the best LONGER_TRIALS of them run again LONGER times the budget. A
+# fix gains more the longer it trains (zoo: more training data, an unfrozen pathway, a later LR cut: +0.007-0.017 in
+# 55-240 steps, within margins of 0.013-0.021), while the noise of the comparison, set by the eval examples, stays
+# the same.
 LONGER, LONGER_TRIALS = 2, 2
 
 
@@ -332,9 +333,11 @@ def _verify(trial: Trial, baseline: Trial) -> Trial:
 
 
 def within_noise(trial: Trial, baseline: Trial) -> bool:
-    """A clean trial that beat the baseline, but by less than its margin: not verified for noise alone."""
+    """A clean trial that the comparison cannot tell from the baseline: its metric is within its margin of the
+    baseline's, above or below (a clean fix a little behind the baseline in a short trial may still be ahead in a
+    longer one, as one a little ahead may not)."""
     return (not trial.is_baseline and trial.error is None and not trial.findings_left and not trial.verified
-            and 0 < trial.metric - baseline.metric < trial.margin)
+            and abs(trial.metric - baseline.metric) < trial.margin)
 
 
 def baseline_of(trial: Trial, trials) -> Trial:
@@ -443,8 +446,8 @@ def trial_directory(workdir: str, trial: Trial) -> str:
 
 
 def second_look(trials: list[Trial]) -> list[tuple[str, dict, tuple[str, ...]]]:
-    """The plan of the second look: the baseline and the LONGER_TRIALS best clean trials whose gain was within
-    the noise; empty when a trial verified or none was within the noise."""
+    """The plan of the second look: the baseline and the LONGER_TRIALS best clean trials within the noise of it
+    (`within_noise`); empty when a trial verified or none was within the noise."""
     ranked = rank_trials(trials)
     if any(t.verified for t in ranked):
         return []
