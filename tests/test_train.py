@@ -162,14 +162,20 @@ def test_data_parallel_step_equals_single_device_step(config):
     regularization = {"dropout_rate": 0.1, "label_smoothing": 0.1}
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-        _, _, state, metrics = one_step(config, devices, batch, regularization)
+        _, initial, state, metrics = one_step(config, devices, batch, regularization)
         assert len(state.params["head"]["kernel"].sharding.device_set) == len(devices)
-        results.append((metrics, jax.device_get(state.params), jax.device_get(state.batch_stats)))
+        updates = jax.tree.map(np.subtract, jax.device_get(state.params), initial)
+        results.append((metrics, updates, jax.device_get(state.batch_stats)))
 
-    (metrics_1, params_1, stats_1), (metrics_n, params_n, stats_n) = results
+    (metrics_1, updates_1, stats_1), (metrics_n, updates_n, stats_n) = results
     np.testing.assert_allclose(metrics_1["loss"], metrics_n["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics_1["grad_norm"], metrics_n["grad_norm"], rtol=1e-4)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), params_1, params_n)
+    # Each module's update equal to 1% of its size: the batch's gradient summed in another order differs by float
+    # noise (up to ~2.5% of single elements where terms cancel, on some CPUs), a step that averaged only one
+    # device's half of the batch by tens of percent.
+    for path, update_1 in jax.tree_util.tree_leaves_with_path(updates_1):
+        update_n = functools.reduce(lambda tree, key: tree[key.key], path, updates_n)
+        assert np.linalg.norm(update_n - update_1) <= 1e-2 * np.linalg.norm(update_1), jax.tree_util.keystr(path)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), stats_1, stats_n)
 
 
