@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from visioncore_jax.models.batch_norm import BatchNorm
 from visioncore_jax.models.layers import sow_gate_stats
 
 
@@ -48,7 +49,7 @@ class SqueezeExcitation(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Reweights the channels of NHWC `x`."""
         channels = x.shape[-1]
-        norm = lambda: nn.BatchNorm(use_running_average=not train)  # noqa: E731
+        norm = lambda: BatchNorm(use_running_average=not train)  # noqa: E731
         y = jnp.mean(x, axis=(1, 2))
         y = nn.relu(norm()(nn.Dense(hidden_width(channels, self.reduction))(y)))
         y = norm()(nn.Dense(channels)(y))
@@ -73,7 +74,7 @@ class CBAM(nn.Module):
         """Reweights the channels and positions of NHWC `x`."""
         channels = x.shape[-1]
         hidden = nn.Dense(hidden_width(channels, self.reduction), name="mlp_hidden")
-        hidden_norm = nn.BatchNorm(use_running_average=not train, name="mlp_norm")
+        hidden_norm = BatchNorm(use_running_average=not train, name="mlp_norm")
         out = nn.Dense(channels, name="mlp_out")
         # The two pooled vectors go through the shared MLP as one batch, so BN sees both.
         pooled = jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=0)
@@ -85,7 +86,7 @@ class CBAM(nn.Module):
         descriptor = jnp.concatenate([jnp.mean(refined, -1, keepdims=True), jnp.max(refined, -1, keepdims=True)], -1)
         spatial = nn.Conv(1, (self.spatial_kernel,) * 2, padding="SAME", use_bias=False, name="spatial_conv")(
             descriptor)
-        spatial = nn.BatchNorm(use_running_average=not train, name="spatial_norm")(spatial)
+        spatial = BatchNorm(use_running_average=not train, name="spatial_norm")(spatial)
         spatial_gate = nn.sigmoid(jnp.clip(spatial, -self.clamp, self.clamp))
         gate = channel_gate * spatial_gate
         self.sow("intermediates", "gate", gate)

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from visioncore_jax.models.batch_norm import BatchNorm
+
 NORMS = ("batch", "group", "layer", "rms", "none")
 
 
@@ -42,7 +44,7 @@ def make_norm(name: str, *, train: bool, zero_init: bool = False, momentum: floa
     """The norm layer `name` (None for 'none'); `zero_init` starts its scale at 0 (identity residual blocks)."""
     scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
     if name == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=momentum, scale_init=scale_init, dtype=dtype)
+        return BatchNorm(use_running_average=not train, momentum=momentum, scale_init=scale_init, dtype=dtype)
     if name == "group":
         return nn.GroupNorm(num_groups=groups, scale_init=scale_init, dtype=dtype)
     if name == "layer":

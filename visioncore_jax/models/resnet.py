@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from visioncore_jax.models.batch_norm import BatchNorm
 from visioncore_jax.models.layers import Dropout, kaiming_fan_out, sow_activation_stats
 
 STAGE_STRIDES = (1, 2, 2, 2)
@@ -92,7 +93,7 @@ class ResNetBackbone(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Maps NHWC images to pooled features."""
         conv = functools.partial(torch_padded_conv, dtype=self.dtype)
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+        norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                                  epsilon=1e-5, dtype=self.dtype)
         width = self.width // 2 if self.reduce_architecture else self.width
         x = nn.relu(norm(name="stem_bn")(conv(width, (3, 3), name="stem_conv")(x.astype(self.dtype))))
