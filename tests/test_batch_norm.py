@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from visioncore_jax.models import batch_norm
 from visioncore_jax.models.batch_norm import BatchNorm
 
 EPSILON = 1e-5
@@ -34,8 +35,11 @@ def loss_and_grads(module, variables, x, weights):
     return y, stats, dx, dparams
 
 
+@pytest.mark.parametrize("as_products", [True, False])
 @pytest.mark.parametrize("shape", [(16, 8, 8, 4), (4, 3, 5, 6, 3)])
-def test_training_step_equals_float64_numpy(shape):
+def test_training_step_equals_float64_numpy(shape, as_products, monkeypatch):
+    # Products on CPU; the reductions accelerators use are checked here too.
+    monkeypatch.setattr(batch_norm, "sums_as_products", lambda: as_products)
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 2.0, shape)  # a mean far from 0: E[x²] - E[x]² must not lose the variance
     weights = rng.normal(size=shape)

@@ -6,8 +6,8 @@ checkpoints and converted PyTorch weights load either way. Hand-written for spee
 reduction over the N·H·W rows of an activation (jnp.mean, and the sums autodiff makes of its gradient) is a
 column reduction that XLA:CPU rewrites into reduce-windows, 3.7 ms for a [64, 32, 32, 32] float32 tensor on a
 2-core Xeon, while the same sums as a vector-matrix product take 0.63 ms (BENCHMARKS.md, "Closing the CPU gap").
-A ResNet-18's BatchNorms do four such sums per layer per step (two forward, two backward). On accelerators the
-products are as cheap as the reductions they replace.
+A ResNet-18's BatchNorms do four such sums per layer per step (two forward, two backward). Accelerators keep
+plain reductions (`sums_as_products`): their reductions are fast, and the products were not measured there.
 """
 
 import functools
@@ -18,9 +18,16 @@ import jax
 import jax.numpy as jnp
 
 
+def sums_as_products() -> bool:
+    """Whether the per-channel sums are vector-matrix products (XLA:CPU) or reductions (accelerators)."""
+    return jax.default_backend() == "cpu"
+
+
 def _channel_sums(rows: jax.Array) -> jax.Array:
-    """Per-channel sums of a float32 [rows, channels] matrix, as one vector-matrix product."""
-    return jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows, precision=jax.lax.Precision.HIGHEST)
+    """Per-channel sums of a float32 [rows, channels] matrix."""
+    if sums_as_products():
+        return jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows, precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(rows, axis=0)
 
 
 def _normalize(x, mean, var, scale, bias, epsilon, dtype):
