@@ -37,29 +37,29 @@ def _normalize(x, mean, var, scale, bias, epsilon, dtype):
     return (y + bias).astype(dtype)
 
 
-def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(float32 [rows, channels] view of x, mean, variance) over every axis but the last."""
+def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """float32 mean and variance (E[x²] - E[x]², clipped at 0, as flax's default) over every axis but the last."""
     rows = x.astype(jnp.float32).reshape(-1, x.shape[-1])
     mean = _channel_sums(rows) / rows.shape[0]
     mean_of_squares = _channel_sums(rows * rows) / rows.shape[0]
-    return rows, mean, jnp.maximum(0.0, mean_of_squares - mean * mean)
+    return mean, jnp.maximum(0.0, mean_of_squares - mean * mean)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def batch_norm_train(x, scale, bias, epsilon: float, dtype: Any):
     """(normalized x in `dtype`, batch mean, batch variance): training-mode BatchNorm over all axes but the last."""
-    _, mean, var = _moments(x)
-    return _normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var
+    return _batch_norm_train_forward(x, scale, bias, epsilon, dtype)[0]
 
 
 def _batch_norm_train_forward(x, scale, bias, epsilon, dtype):
-    _, mean, var = _moments(x)
+    """batch_norm_train's outputs and the residuals its gradient needs."""
+    mean, var = _moments(x)
     return (_normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var), (x, scale, mean, var)
 
 
 def _batch_norm_train_backward(epsilon, dtype, residuals, cotangents):
     """The textbook BatchNorm gradient, dx = scale·inv·(g - mean(g) - x̂·mean(g·x̂)), plus the terms of the mean
-    and variance outputs, with its two per-channel sums as matrix products."""
+    and variance outputs; its two per-channel sums are `_channel_sums`."""
     del dtype
     x, scale, mean, var = residuals
     dy, dmean, dvar = cotangents
