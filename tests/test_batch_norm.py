@@ -67,14 +67,14 @@ def test_equals_flax_batch_norm_in_training_and_evaluation(dtype):
     variables = {"params": {"scale": jnp.float32(rng.normal(size=5)), "bias": jnp.float32(rng.normal(size=5))},
                  "batch_stats": {"mean": jnp.float32(rng.normal(size=5)), "var": jnp.float32(rng.uniform(1, 2, 5))}}
     ours, theirs = (cls(use_running_average=False, momentum=0.8, dtype=dtype) for cls in (BatchNorm, nn.BatchNorm))
-    results = [loss_and_grads(module, variables, x, weights) for module in (ours, theirs)]
-    for (y, stats, dx, dparams), (y_flax, stats_flax, dx_flax, dparams_flax) in [results]:
-        assert y.dtype == y_flax.dtype == dtype and dx.dtype == dtype
-        tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == jnp.float32 else {"rtol": 1e-2, "atol": 2e-2}
-        np.testing.assert_allclose(np.float32(y), np.float32(y_flax), **tolerance)
-        np.testing.assert_allclose(np.float32(dx), np.float32(dx_flax), **tolerance)
-        for tree, tree_flax in ((dparams, dparams_flax), (stats, stats_flax)):
-            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), tree, tree_flax)
+    (y, stats, dx, dparams), (y_flax, stats_flax, dx_flax, dparams_flax) = (
+        loss_and_grads(module, variables, x, weights) for module in (ours, theirs))
+    assert y.dtype == y_flax.dtype == dtype and dx.dtype == dtype
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == jnp.float32 else {"rtol": 1e-2, "atol": 2e-2}
+    np.testing.assert_allclose(np.float32(y), np.float32(y_flax), **tolerance)
+    np.testing.assert_allclose(np.float32(dx), np.float32(dx_flax), **tolerance)
+    for tree, tree_flax in ((dparams, dparams_flax), (stats, stats_flax)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), tree, tree_flax)
     # Evaluation: the running averages, the same operations in the same order as flax: bit for bit.
     evaluated = [cls(use_running_average=True, dtype=dtype).apply(variables, x) for cls in (BatchNorm, nn.BatchNorm)]
     np.testing.assert_array_equal(np.float32(evaluated[0]), np.float32(evaluated[1]))

@@ -170,7 +170,7 @@ def test_data_parallel_step_equals_single_device_step(config):
     (metrics_1, updates_1, stats_1), (metrics_n, updates_n, stats_n) = results
     np.testing.assert_allclose(metrics_1["loss"], metrics_n["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics_1["grad_norm"], metrics_n["grad_norm"], rtol=1e-4)
-    # Each module's update equal to 1% of its size: the batch's gradient summed in another order differs by float
+    # Each module's update equal within 1% of its norm: the batch's gradient summed in another order differs by float
     # noise (up to ~2.5% of single elements where terms cancel, on some CPUs), a step that averaged only one
     # device's half of the batch by tens of percent.
     for path, update_1 in jax.tree_util.tree_leaves_with_path(updates_1):
