@@ -173,8 +173,8 @@ def test_data_parallel_step_equals_single_device_step(config):
     # Each module's update equal within 1% of its norm: the batch's gradient summed in another order differs by float
     # noise (up to ~2.5% of single elements where terms cancel, on some CPUs), a step that averaged only one
     # device's half of the batch by tens of percent.
-    for path, update_1 in jax.tree_util.tree_leaves_with_path(updates_1):
-        update_n = functools.reduce(lambda tree, key: tree[key.key], path, updates_n)
+    leaves_n = jax.tree.leaves(updates_n)
+    for (path, update_1), update_n in zip(jax.tree_util.tree_leaves_with_path(updates_1), leaves_n, strict=True):
         assert np.linalg.norm(update_n - update_1) <= 1e-2 * np.linalg.norm(update_1), jax.tree_util.keystr(path)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), stats_1, stats_n)
 
