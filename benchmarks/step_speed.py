@@ -152,7 +152,8 @@ class StepTimer:
         self.empty = jax.device_get(empty_statistics(self.state, self.batch, self.hyperparams,
                                                      **step_options(experiment)))
 
-    def _args(self, statistics: bool):
+    def step_args(self, statistics: bool):
+        """The step's arguments: (state, empty metrics, empty statistics or None, batch, hyperparameters)."""
         replicated = partitioning.replicated(self.experiment.mesh)
         metrics = jax.device_put(TrainMetrics.empty(), replicated)
         stats = jax.device_put(self.empty, replicated) if statistics else None
@@ -161,7 +162,7 @@ class StepTimer:
     def compile(self, statistics: bool) -> int | None:
         """Compiles the step (statistics on or off) once, for `images_per_sec`; returns XLA's buffer-assignment
         footprint of it in bytes (None where the backend does not report it)."""
-        compiled = self.train_fn.lower(*self._args(statistics)).compile()
+        compiled = self.train_fn.lower(*self.step_args(statistics)).compile()
         self.compiled[statistics] = compiled
         analysis = compiled.memory_analysis()
         if analysis is None:
@@ -172,7 +173,7 @@ class StepTimer:
     def images_per_sec(self, steps: int, statistics: bool) -> float:
         """Steady-state images/s over `steps` steps (after one untimed step) of the step `compile` built."""
         step = self.compiled[statistics]
-        state, metrics, stats, batch, regularization = self._args(statistics)
+        state, metrics, stats, batch, regularization = self.step_args(statistics)
         state, metrics, stats = step(state, metrics, stats, batch, regularization)
         jax.block_until_ready(state)
         start = time.perf_counter()

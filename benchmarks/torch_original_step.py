@@ -11,7 +11,9 @@ file with a scratch venv's Python, outside the project's environment, on a check
 
 Alternate the two commands as separate processes on an idle machine and compare the medians. The step timed is
 `zero_grad / forward / cross-entropy / backward / clip_grad_norm_(1.0) / Adam(3e-4, weight decay 1e-4).step()` on
-one random batch (color 3x32x32, brightness 1x32x32, 100 classes), after 3 warm-up steps.
+one random batch (color 3x32x32, brightness 1x32x32, 100 classes), after 3 warm-up steps. `--parts` times instead,
+in ms per call, the forward pass with the loss (training mode, `no_grad`), forward + backward and the whole step,
+as `python -m benchmarks.step_parts` does on this project's side.
 """
 
 import argparse
@@ -46,6 +48,22 @@ def load_original(source: str):
     return importlib.import_module("src.models_old.basic_multi_channel.multi_channel_resnet_network")
 
 
+def print_parts(parts: dict, calls: int, rounds: int) -> None:
+    """Times each of `parts` (name: closure) for `calls` calls in turn per round; prints the median ms per call."""
+    times = {name: [] for name in parts}
+    for _ in range(rounds):
+        for name, fn in parts.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls * 1e3)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        print(f"  {name}: {median[name]:.1f} (rounds {[round(value, 1) for value in values]})")
+    print(f"  backward: {median['forward + backward'] - median['forward']:.1f}; "
+          f"optimizer and the rest: {median['step'] - median['forward + backward']:.1f}")
+
+
 def main() -> None:
     """Prints the parameter counts, images/s per round and their median."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -54,6 +72,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Rounds; the median is reported.")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads.")
     parser.add_argument("--batch", type=int, default=64, help="Batch size.")
+    parser.add_argument("--parts", action="store_true", help="Time forward, forward + backward and step (ms).")
     args = parser.parse_args()
 
     import torch
@@ -68,10 +87,18 @@ def main() -> None:
     optimizer = torch.optim.Adam(params, lr=3e-4, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def step():
+    def forward():
+        with torch.no_grad():
+            return loss_fn(model(color, brightness), labels)
+
+    def forward_backward():
         optimizer.zero_grad()
         loss = loss_fn(model(color, brightness), labels)
         loss.backward()
+        return loss
+
+    def step():
+        loss = forward_backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         return loss
@@ -82,6 +109,10 @@ def main() -> None:
     trained = sum(p.numel() for p in params if p.grad is not None)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}; "
           f"parameters {total:,}, with a gradient {trained:,}")
+    if args.parts:
+        print_parts({"forward": forward, "forward + backward": forward_backward, "step": step}, args.steps,
+                    args.rounds)
+        return
     rates = []
     for _ in range(args.rounds):
         start = time.perf_counter()
