@@ -33,15 +33,21 @@ def _median_ms(fn, calls: int, rounds: int, sync) -> float:
     return statistics.median(times)
 
 
-def jax_ops(size: int, channels: int):
-    """(forward, input gradient, weight gradient, sync) closures of a JAX NHWC/HWIO convolution."""
+def jax_inputs(size: int, channels: int):
+    """(x [64, size, size, channels], w [3, 3, channels, channels], dy like x): random float32 JAX arrays."""
     import jax
-    from jax import lax
 
     key_x, key_w, key_dy = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(key_x, (BATCH, size, size, channels))
-    w = jax.random.normal(key_w, (3, 3, channels, channels))
-    dy = jax.random.normal(key_dy, (BATCH, size, size, channels))
+    return x, jax.random.normal(key_w, (3, 3, channels, channels)), jax.random.normal(key_dy, x.shape)
+
+
+def jax_ops(size: int, channels: int):
+    """(forward, input gradient, weight gradient, sync) closures of a JAX NHWC/HWIO convolution on `jax_inputs`."""
+    import jax
+    from jax import lax
+
+    x, w, dy = jax_inputs(size, channels)
 
     def conv(x, w):
         return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
