@@ -1,5 +1,6 @@
 r"""Time one 3x3 convolution's forward pass, input gradient and weight gradient at the CIFAR-100 dual ResNet-18's
-layer shapes (batch 64, fp32, stride 1, padding 1), in JAX (this project's XLA flags) or in PyTorch.
+layer shapes (batch 64, stride 1, padding 1, fp32 or `--dtype=bfloat16`), in JAX (this project's XLA flags) or in
+PyTorch.
 
   python -m benchmarks.conv_ops --rounds=5
   # torch is not a dependency: run the same file with a scratch venv's Python (see torch_original_step.py)
@@ -33,21 +34,21 @@ def _median_ms(fn, calls: int, rounds: int, sync) -> float:
     return statistics.median(times)
 
 
-def jax_inputs(size: int, channels: int):
-    """(x [64, size, size, channels], w [3, 3, channels, channels], dy like x): random float32 JAX arrays."""
+def jax_inputs(size: int, channels: int, dtype: str = "float32"):
+    """(x [64, size, size, channels], w [3, 3, channels, channels], dy like x): random JAX arrays of `dtype`."""
     import jax
 
     key_x, key_w, key_dy = jax.random.split(jax.random.PRNGKey(0), 3)
-    x = jax.random.normal(key_x, (BATCH, size, size, channels))
-    return x, jax.random.normal(key_w, (3, 3, channels, channels)), jax.random.normal(key_dy, x.shape)
+    x = jax.random.normal(key_x, (BATCH, size, size, channels), dtype)
+    return x, jax.random.normal(key_w, (3, 3, channels, channels), dtype), jax.random.normal(key_dy, x.shape, dtype)
 
 
-def jax_ops(size: int, channels: int):
+def jax_ops(size: int, channels: int, dtype: str = "float32"):
     """(forward, input gradient, weight gradient, sync) closures of a JAX NHWC/HWIO convolution on `jax_inputs`."""
     import jax
     from jax import lax
 
-    x, w, dy = jax_inputs(size, channels)
+    x, w, dy = jax_inputs(size, channels, dtype)
 
     def conv(x, w):
         return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -59,13 +60,14 @@ def jax_ops(size: int, channels: int):
             jax.block_until_ready)
 
 
-def torch_ops(size: int, channels: int):
+def torch_ops(size: int, channels: int, dtype: str = "float32"):
     """(forward, input gradient, weight gradient, sync) closures of a torch NCHW convolution (oneDNN on CPU)."""
     import torch
 
-    x = torch.randn(BATCH, channels, size, size)
-    w = torch.randn(channels, channels, 3, 3)
-    dy = torch.randn(BATCH, channels, size, size)
+    dtype = getattr(torch, dtype)
+    x = torch.randn(BATCH, channels, size, size, dtype=dtype)
+    w = torch.randn(channels, channels, 3, 3, dtype=dtype)
+    dy = torch.randn(BATCH, channels, size, size, dtype=dtype)
 
     def backward(mask):
         return torch.ops.aten.convolution_backward(dy, x, w, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1, mask)
@@ -78,6 +80,7 @@ def main() -> None:
     """Prints one line per layer shape."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--framework", choices=("jax", "torch"), default="jax")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (torch only).")
     parser.add_argument("--calls", type=int, default=10, help="Calls per round.")
     parser.add_argument("--rounds", type=int, default=5, help="Rounds; the median is reported.")
@@ -93,9 +96,9 @@ def main() -> None:
         import visioncore_jax  # noqa: F401  (its XLA:CPU flags; they must be set before the backend starts)
 
         make, version = jax_ops, f"jax {jax.__version__}, {jax.devices()[0].device_kind}"
-    print(f"{version}; batch {BATCH}, fp32, 3x3 stride 1; ms per call (median of {args.rounds} rounds)")
+    print(f"{version}; batch {BATCH}, {args.dtype}, 3x3 stride 1; ms per call (median of {args.rounds} rounds)")
     for size, channels in SHAPES:
-        forward, input_grad, weight_grad, sync = make(size, channels)
+        forward, input_grad, weight_grad, sync = make(size, channels, args.dtype)
         times = [_median_ms(fn, args.calls, args.rounds, sync) for fn in (forward, input_grad, weight_grad)]
         flops = 2 * BATCH * size * size * channels * channels * 9
         print(f"{size}x{size}x{channels}: forward {times[0]:.2f}  input grad {times[1]:.2f}  "
