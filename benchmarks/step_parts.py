@@ -17,6 +17,7 @@ import jax
 from absl import app, flags
 
 from benchmarks.step_speed import MODELS, StepTimer, benchmark_config, build
+from visioncore_jax.train.steps import training_loss
 
 flags.DEFINE_enum("model", "cifar100_mc", list(MODELS), "Benchmarked model.")
 flags.DEFINE_string("dtype", "float32", "config.training.dtype.")
@@ -28,14 +29,10 @@ def part_functions(timer: StepTimer):
     """(forward, forward + backward) closures of the train step's loss, without and with its gradient, on the
     timer's batch and current state (the step donates its state, so each call reads `timer.state` anew)."""
     _, _, _, batch, hyperparams = timer.step_args(False)
-    task = timer.experiment.task
-    rng = jax.random.PRNGKey(0)
 
     def loss_fn(params, batch_stats):
-        outputs, _ = timer.experiment.model.apply(
-            {"params": params, "batch_stats": batch_stats}, batch, train=True,
-            dropout_rate=hyperparams["dropout_rate"], rngs={"dropout": rng}, mutable=["batch_stats"])
-        return task.data_loss(outputs, batch["label"], hyperparams["label_smoothing"])
+        return training_loss(timer.experiment.model.apply, params, batch_stats, batch, hyperparams,
+                             jax.random.PRNGKey(0), task=timer.experiment.task)[0]
 
     forward, forward_backward = jax.jit(loss_fn), jax.jit(jax.value_and_grad(loss_fn))
     return (lambda: forward(timer.state.params, timer.state.batch_stats),

@@ -21,6 +21,7 @@ from visioncore_jax.train import partitioning
 from visioncore_jax.train.experiment import Experiment, jitted_steps
 from visioncore_jax.train.metrics import TrainMetrics
 from visioncore_jax.train.statistics import module_of
+from visioncore_jax.train.steps import training_loss
 
 SAMPLE_BATCHES = 4  # training batches inspected by the data checks
 # data_range: normalized inputs have |mean| < 1 and std within [0.2, 5]; |x| > 50 means unnormalized pixels.
@@ -34,6 +35,8 @@ INIT_LOSS_WARN, INIT_LOSS_FAIL = 1.5, 3.0
 PROBE_STEP_NORM = 1e-2
 # pathway_inputs: brightness must equal the BT.601 luma of the color input within this (pixel units in [0, 1]).
 LUMA_TOLERANCE = 1e-3
+# The checks at initialisation see the model without dropout or label smoothing.
+NO_REGULARIZATION = {"dropout_rate": 0.0, "label_smoothing": 0.0}
 # overfit_one_batch: accuracy reached on one fixed batch of OVERFIT_EXAMPLES, in rounds of the configured steps.
 OVERFIT_EXAMPLES, OVERFIT_PASS, OVERFIT_WARN, OVERFIT_LR = 32, 0.9, 0.5, 3e-3
 # A model that has not fitted the batch yet gets another round while its loss on the batch still falls (by at
@@ -64,10 +67,9 @@ class _Context:
         state, task, batch = self.state, self.experiment.task, self.train_batches[0]
 
         def loss_fn(params):
-            outputs, _ = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, batch, train=True,
-                                        dropout_rate=0.0, rngs={"dropout": jax.random.PRNGKey(0)},
-                                        mutable=["batch_stats"])
-            return task.data_loss(outputs, batch["label"], 0.0), outputs
+            loss, (outputs, _) = training_loss(state.apply_fn, params, state.batch_stats, batch, NO_REGULARIZATION,
+                                               jax.random.PRNGKey(0), task=task)
+            return loss, outputs
 
         return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
 

@@ -17,21 +17,31 @@ from visioncore_jax.train.tasks import Classification
 CLASSIFICATION = Classification()  # the default task: plain cross-entropy
 
 
+def training_loss(apply_fn, params, batch_stats, batch: Mapping[str, jax.Array],
+                  hyperparams: Mapping[str, jax.Array], dropout_rng: jax.Array, *, task,
+                  mutable: tuple[str, ...] = ("batch_stats",)):
+    """`(data loss, (model outputs, updated mutable collections))` of `batch` in training mode: batch statistics,
+    dropout at `hyperparams['dropout_rate']`, label smoothing at `hyperparams['label_smoothing']`."""
+    outputs, new_variables = apply_fn(
+        {"params": params, "batch_stats": batch_stats},
+        batch,
+        train=True,
+        dropout_rate=hyperparams["dropout_rate"],
+        rngs={"dropout": dropout_rng},
+        mutable=list(mutable),
+    )
+    return task.data_loss(outputs, batch["label"], hyperparams["label_smoothing"]), (outputs, new_variables)
+
+
 def _step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array], *,
           collect: bool, task, weight_decay: float):
     """The update of one step: `(new_state, per-step scalars, diagnostics statistics or None)`."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
-        outputs, new_variables = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch,
-            train=True,
-            dropout_rate=hyperparams["dropout_rate"],
-            rngs={"dropout": dropout_rng},
-            mutable=["batch_stats", DIAGNOSTICS] if collect else ["batch_stats"],
-        )
-        loss = task.data_loss(outputs, batch["label"], hyperparams["label_smoothing"])
+        loss, (outputs, new_variables) = training_loss(
+            state.apply_fn, params, state.batch_stats, batch, hyperparams, dropout_rng, task=task,
+            mutable=("batch_stats", DIAGNOSTICS) if collect else ("batch_stats",))
         return loss, (outputs["logits"], new_variables)
 
     (loss, (logits, new_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
