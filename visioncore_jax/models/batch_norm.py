@@ -63,8 +63,8 @@ def _batch_norm_train_backward(epsilon, dtype, residuals, cotangents):
     del dtype
     x, scale, mean, var = residuals
     dy, dmean, dvar = cotangents
-    count = x.size // x.shape[-1]
     rows = x.astype(jnp.float32).reshape(-1, x.shape[-1])
+    count = rows.shape[0]
     inv = jax.lax.rsqrt(var + epsilon)
     centered = rows - mean
     normalized = centered * inv
