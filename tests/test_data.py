@@ -2,6 +2,7 @@
 splits, eval padding, the embedded dataset, CIFAR through TFDS mock data, offline errors, global batches."""
 
 import os
+import tempfile
 
 import jax
 import numpy as np
@@ -138,6 +139,17 @@ def test_embedded_dataset_needs_both_pathways():
     area = (np.abs(luma - np.median(luma, axis=(1, 2), keepdims=True)) > 0.2).mean(axis=(1, 2))
     shape_area = {name: area[labels % len(SHAPES) == i].mean() for i, name in enumerate(SHAPES)}
     assert shape_area["disk"] > 1.2 * shape_area["ring"] > 1.2 * shape_area["triangle"]
+
+
+@pytest.mark.parametrize("name", ["embedded_shapes/longtail", "embedded_clips", "embedded_masks"])
+def test_unprepared_embedded_builder_leaves_no_temp_dir(name, tmp_path, monkeypatch):
+    """TFDS's bucket lookup, skipped for generated datasets, made an empty `tmp*tfds` dir per builder."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    builder = tfds.builder(name, data_dir=str(tmp_path / "data"))
+    assert not builder.is_prepared() and builder.info.features["image"] is not None
+    assert os.listdir(temp) == []
 
 
 def test_cifar100_through_tfds_mock_data():

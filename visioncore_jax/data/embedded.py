@@ -12,6 +12,8 @@ machine builds the same bytes.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from visioncore_jax.data.generated_info import GeneratedDatasetInfo
+
 SHAPES = ("disk", "square", "triangle", "ring", "cross")
 HUE_FAMILIES = ("warm", "cool")
 CLASS_NAMES = tuple(f"{hue}_{shape}" for hue in HUE_FAMILIES for shape in SHAPES)
@@ -132,7 +134,8 @@ class EmbeddedShapes(tfds.core.GeneratorBasedBuilder):
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
+        return GeneratedDatasetInfo(
+            builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),

@@ -10,6 +10,8 @@ that is higher for fast clips, and an uninformative "pupil size" random walk.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from visioncore_jax.data.generated_info import GeneratedDatasetInfo
+
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
 SPEEDS = {"slow": 0.6, "fast": 1.2}  # pixels per frame
 CLASS_NAMES = tuple(f"{direction}_{speed}" for direction in DIRECTIONS for speed in SPEEDS)
@@ -62,7 +64,8 @@ class EmbeddedClips(tfds.core.GeneratorBasedBuilder):
                      "1.1.0": "A behavior vector per frame (running speed, pupil size)."}
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
+        return GeneratedDatasetInfo(
+            builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Tensor(shape=(NUM_FRAMES, FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8),

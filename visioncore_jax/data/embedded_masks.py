@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from visioncore_jax.data.embedded import IMAGE_SIZE, _hsv_to_rgb, _random_rectangles, _shape_masks
+from visioncore_jax.data.generated_info import GeneratedDatasetInfo
 
 CLASS_NAMES = ("background", "disk", "square", "triangle")
 SPLIT_SIZES = {"train": 4_000, "test": 800}
@@ -50,7 +51,8 @@ class EmbeddedMasks(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release: 4 pixel classes, 4,000 train / 800 test images of 32x32."}
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
+        return GeneratedDatasetInfo(
+            builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
