@@ -54,6 +54,16 @@ def prepared_datasets_dir() -> pathlib.Path:
     return pathlib.Path(tempfile.gettempdir()) / f"visioncore_jax_tfds_{digest.hexdigest()[:16]}"
 
 
+@pytest.fixture(autouse=True)
+def fresh_module_rng(request):
+    """A test module's `RNG` starts again from seed 0 in each test: a test draws the same numbers whichever tests
+    ran before it in its xdist worker."""
+    import numpy as np
+
+    if hasattr(request.module, "RNG"):
+        request.module.RNG = np.random.default_rng(0)
+
+
 @pytest.fixture(scope="session")
 def prepare_tfds():
     """`prepare_tfds(*names)`: the suite's TFDS data dir (`prepared_datasets_dir`) with those embedded datasets
