@@ -3,8 +3,8 @@ layer shapes (batch 64, stride 1, padding 1, fp32 or `--dtype=bfloat16`), in JAX
 PyTorch.
 
   python -m benchmarks.conv_ops --rounds=5
-  # torch is not a dependency: run the same file with a scratch venv's Python (see torch_original_step.py)
-  /tmp/torchab/venv/bin/python benchmarks/conv_ops.py --framework=torch --threads=2 --rounds=5
+  # torch is not a dependency: run the same module with a scratch venv's Python (see torch_original_step.py)
+  /tmp/torchab/venv/bin/python -m benchmarks.conv_ops --framework=torch --threads=2 --rounds=5
 
 Alternate the two processes on an idle machine. Each line prints the median over rounds of the mean time of
 `--calls` calls, in ms; `gflops` is the convolution's 2·N·H·W·Cin·Cout·9 floating-point operations over the
@@ -14,7 +14,8 @@ the call its autograd makes; JAX through `jax.vjp` of `lax.conv_general_dilated`
 
 import argparse
 import statistics
-import time
+
+from benchmarks.timing import mean_ms
 
 SHAPES = ((32, 32), (16, 64), (8, 128), (4, 256))  # (height = width, channels in = out), one per stage
 BATCH = 64
@@ -24,14 +25,7 @@ def _median_ms(fn, calls: int, rounds: int, sync) -> float:
     """Median over `rounds` of the mean wall time of `calls` calls of `fn`, after 3 untimed calls."""
     for _ in range(3):
         sync(fn())
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            result = fn()
-        sync(result)
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(times)
+    return statistics.median(mean_ms(fn, calls, sync) for _ in range(rounds))
 
 
 def jax_inputs(size: int, channels: int, dtype: str = "float32"):

@@ -3,20 +3,18 @@ r"""Where a train step's time goes: the jitted forward pass (training mode, with
 
   python -m benchmarks.step_parts --model=cifar100_mc --batch=64 --rounds=3
   # the PyTorch original's same three parts (scratch venv; see torch_original_step.py):
-  /tmp/torchab/venv/bin/python benchmarks/torch_original_step.py --source=/tmp/torchab/original/src --parts
+  /tmp/torchab/venv/bin/python -m benchmarks.torch_original_step --source=/tmp/torchab/original/src --parts
 
 `--batch` and `--rounds` are step_speed's flags. The three are compiled first, then timed in turn in each round
 (`--calls` calls each); the median round is printed. Backward = forward + backward - forward; optimizer = step -
 forward + backward (the step also merges its metrics and checks the gradients are finite).
 """
 
-import statistics
-import time
-
 import jax
 from absl import app, flags
 
 from benchmarks.step_speed import MODELS, StepTimer, benchmark_config, build
+from benchmarks.timing import mean_ms, print_step_parts, time_in_rounds
 from visioncore_jax.train.steps import training_loss
 
 flags.DEFINE_enum("model", "cifar100_mc", list(MODELS), "Benchmarked model.")
@@ -39,15 +37,6 @@ def part_functions(timer: StepTimer):
             lambda: forward_backward(timer.state.params, timer.state.batch_stats))
 
 
-def _mean_ms(fn, calls: int) -> float:
-    """Mean wall time of `calls` calls of `fn`, in ms."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        result = fn()
-    jax.block_until_ready(result)
-    return (time.perf_counter() - start) / calls * 1e3
-
-
 def main(argv):
     """Prints the median ms of each part and the backward and optimizer shares they imply."""
     del argv
@@ -56,21 +45,16 @@ def main(argv):
     timer.compile(False)
     forward, forward_backward = part_functions(timer)
     batch = config.training.batch_size
-    step = lambda calls: batch / timer.images_per_sec(calls, False) * 1e3  # noqa: E731
     for fn in (forward, forward_backward):
         jax.block_until_ready(fn())
-    rounds = {"forward": [], "forward + backward": [], "step": []}
-    for _ in range(FLAGS.rounds):
-        rounds["forward"].append(_mean_ms(forward, FLAGS.calls))
-        rounds["forward + backward"].append(_mean_ms(forward_backward, FLAGS.calls))
-        rounds["step"].append(step(FLAGS.calls))
-    median = {name: statistics.median(times) for name, times in rounds.items()}
+    times = time_in_rounds({
+        "forward": lambda: mean_ms(forward, FLAGS.calls, jax.block_until_ready),
+        "forward + backward": lambda: mean_ms(forward_backward, FLAGS.calls, jax.block_until_ready),
+        "step": lambda: batch / timer.images_per_sec(FLAGS.calls, False) * 1e3,
+    }, FLAGS.rounds)
     print(f"{FLAGS.model} {FLAGS.dtype} batch {batch} on {jax.devices()[0].device_kind}, ms per call (median of "
           f"{FLAGS.rounds} rounds of {FLAGS.calls}):")
-    for name, times in rounds.items():
-        print(f"  {name}: {median[name]:.1f} (rounds {[round(t, 1) for t in times]})")
-    print(f"  backward: {median['forward + backward'] - median['forward']:.1f}; "
-          f"optimizer and the rest: {median['step'] - median['forward + backward']:.1f}")
+    print_step_parts(times)
 
 
 if __name__ == "__main__":

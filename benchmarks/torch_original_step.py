@@ -1,10 +1,11 @@
 r"""Train-step speed of the PyTorch original's CIFAR-100 dual-pathway ResNet-18, the other side of the CPU ratio in
 BENCHMARKS.md ("Closing the CPU gap to the PyTorch original"). torch is not a dependency of this project: run this
-file with a scratch venv's Python, outside the project's environment, on a checkout of the original.
+module with a scratch venv's Python from the repository root, outside the project's environment, on a
+checkout of the original.
 
   python -m venv /tmp/torchab/venv && /tmp/torchab/venv/bin/pip install torch numpy tqdm
   git clone https://github.com/clingergab/Multi-Stream-Neural-Networks /tmp/torchab/original  # used: 1da00e6
-  /tmp/torchab/venv/bin/python benchmarks/torch_original_step.py --source=/tmp/torchab/original/src \
+  /tmp/torchab/venv/bin/python -m benchmarks.torch_original_step --source=/tmp/torchab/original/src \
       --steps=10 --rounds=3 --threads=2
   # the same shapes here: python -m benchmarks.step_speed --models=cifar100_mc --dtypes=float32 \
   #     --statistics=off --batch=64 --steps=10 --rounds=3
@@ -17,12 +18,15 @@ as `python -m benchmarks.step_parts` does on this project's side.
 """
 
 import argparse
+import functools
 import importlib
 import os
 import statistics
 import sys
 import time
 import types
+
+from benchmarks.timing import mean_ms, print_step_parts, time_in_rounds
 
 
 def load_original(source: str):
@@ -46,22 +50,6 @@ def load_original(source: str):
                  "models_old.layers.resnet_blocks", "models_old.base"):
         sys.modules[name] = importlib.import_module("src." + name)
     return importlib.import_module("src.models_old.basic_multi_channel.multi_channel_resnet_network")
-
-
-def print_parts(parts: dict, calls: int, rounds: int) -> None:
-    """Times each of `parts` (name: closure) for `calls` calls in turn per round; prints the median ms per call."""
-    times = {name: [] for name in parts}
-    for _ in range(rounds):
-        for name, fn in parts.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[name].append((time.perf_counter() - start) / calls * 1e3)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    for name, values in times.items():
-        print(f"  {name}: {median[name]:.1f} (rounds {[round(value, 1) for value in values]})")
-    print(f"  backward: {median['forward + backward'] - median['forward']:.1f}; "
-          f"optimizer and the rest: {median['step'] - median['forward + backward']:.1f}")
 
 
 def main() -> None:
@@ -110,8 +98,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}; "
           f"parameters {total:,}, with a gradient {trained:,}")
     if args.parts:
-        print_parts({"forward": forward, "forward + backward": forward_backward, "step": step}, args.steps,
-                    args.rounds)
+        parts = {"forward": forward, "forward + backward": forward_backward, "step": step}
+        print_step_parts(time_in_rounds({name: functools.partial(mean_ms, fn, args.steps, lambda result: result)
+                                         for name, fn in parts.items()}, args.rounds))
         return
     rates = []
     for _ in range(args.rounds):
