@@ -1,5 +1,7 @@
 """Optimizer chain and schedules: values against closed forms and NumPy references."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,8 @@ import optax
 import pytest
 
 from configs import test as test_config
-from visioncore_jax.optim import SCHEDULES, build_optimizer, build_schedule, optimizer_metrics
+from visioncore_jax.optim import SCHEDULES, build_optimizer, build_schedule, optimizer_hyperparams, optimizer_metrics
+from visioncore_jax.optim.optimizers import _base_optimizer
 from visioncore_jax.optim.schedule_plot import plot
 from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, skip_nonfinite
 from visioncore_jax.train.validation import validate_config
@@ -122,13 +125,18 @@ def test_a_warmup_longer_than_the_run_is_an_error():
 
 def test_clip_records_the_pre_clip_norm():
     grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([[12.0]])}
-    clip = clip_by_global_norm_with_stats(6.5)
-    clipped, state = clip.update(grads, clip.init(grads))
+    clip = clip_by_global_norm_with_stats()
+    clipped, state = clip.update(grads, clip.init(grads), grad_clip_norm=6.5)
     np.testing.assert_allclose(state.grad_norm, 13.0)
     assert float(state.clipped) == 1.0
     np.testing.assert_allclose(optax.global_norm(clipped), 6.5, rtol=1e-6)
-    _, state = clip.update(jax.tree.map(lambda g: g / 10, grads), state)
+    _, state = clip.update(jax.tree.map(lambda g: g / 10, grads), state, grad_clip_norm=6.5)
     assert float(state.clipped) == 0.0
+    unclipped, state = clip.update(grads, state, grad_clip_norm=0.0)  # 0 disables clipping
+    assert float(state.clipped) == 0.0 and float(state.grad_norm) == 13.0
+    jax.tree.map(np.testing.assert_array_equal, unclipped, grads)
+    with pytest.raises(TypeError, match="takes 'grad_clip_norm' at update time"):
+        clip.update(grads, state)
 
 
 def test_skip_nonfinite_keeps_params_and_counts_runs():
@@ -152,12 +160,58 @@ def test_weight_decay_mask_and_optimizer_metrics_under_jit():
     config.optimizer.update(name="sgd", momentum=0.0, weight_decay=0.5, grad_clip_norm=0.0)
     tx, learning_rate_fn = build_optimizer(config, 10, 100)
     zero = jax.tree.map(jnp.zeros_like, params)
-    updates, state = jax.jit(tx.update)(zero, tx.init(params), params)
+    updates, state = jax.jit(tx.update)(zero, tx.init(params), params, **optimizer_hyperparams(config.optimizer))
     # The chain's updates are those of LR 1; the train step scales them by the step's LR.
     np.testing.assert_allclose(updates["conv"]["kernel"] * learning_rate_fn(0), -0.1 * 0.5)  # lr * wd * param
     np.testing.assert_array_equal(updates["conv"]["bias"], 0.0)  # kernels only
     metrics = jax.jit(optimizer_metrics)(state)
     assert set(metrics) == {"grad_norm", "clipped", "skipped_steps", "current_skip_run", "longest_skip_run"}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "lamb"])
+def test_runtime_weight_decay_matches_optax_state_and_updates(name):
+    """The chain takes its weight decay at update time, yet keeps optax's state structure (checkpoints of the
+    versions that built it with `optax.add_decayed_weights` / `optax.adamw` / `optax.lamb` restore) and makes
+    the same updates."""
+    params = {"conv": {"kernel": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "bias": jnp.ones(4)}}
+    grads = jax.tree.map(lambda p: 0.3 * p + 0.05, params)
+    opt = config_with(name="constant").optimizer
+    opt.update(name=name, weight_decay=0.2)
+    unit = lambda count: jnp.ones((), jnp.float32)  # noqa: E731 - the chain's LR-1 schedule
+    decay = optax.add_decayed_weights(0.2, mask=kernel_mask)
+    stock = {
+        "sgd": optax.chain(decay, optax.sgd(unit, momentum=opt.momentum, nesterov=opt.nesterov)),
+        "adam": optax.chain(decay, optax.adam(unit, b1=opt.b1, b2=opt.b2, eps=opt.eps)),
+        "adamw": optax.adamw(unit, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=0.2, mask=kernel_mask),
+        "lamb": optax.lamb(unit, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=0.2, mask=kernel_mask),
+    }[name]
+    ours = _base_optimizer(opt)
+    expected_state, ours_state = stock.init(params), ours.init(params)
+    assert jax.tree.structure(ours_state) == jax.tree.structure(expected_state)
+    for _ in range(2):
+        expected, expected_state = stock.update(grads, expected_state, params)
+        updates, ours_state = ours.update(grads, ours_state, params, weight_decay=0.2)
+        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), updates, expected)
+
+
+def test_clip_norm_and_weight_decay_are_inputs_of_one_compiled_update():
+    """Configs differing only in clip norm and weight decay share the chain object and its compiled update (so
+    runs and repair trials share a compiled train step), and each value still takes effect."""
+    params = {"conv": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}}
+    grads = jax.tree.map(lambda p: 0.1 * p, params)  # norm 0.35: under the default clip norm 5
+    configs = [config_with(name="constant") for _ in range(3)]
+    configs[1].optimizer.update(weight_decay=0.5)
+    configs[2].optimizer.update(grad_clip_norm=1e-3)
+    txs = [build_optimizer(config, 10, 100)[0] for config in configs]
+    assert txs[0] is txs[1] is txs[2]
+    update = jax.jit(txs[0].update)
+    results = [update(grads, txs[0].init(params), params, **optimizer_hyperparams(c.optimizer)) for c in configs]
+    assert update._cache_size() == 1
+    (plain, plain_state), (decayed, _), (clipped, clipped_state) = results
+    assert optimizer_metrics(plain_state)["clipped"] == 0.0 and optimizer_metrics(clipped_state)["clipped"] == 1.0
+    assert not np.allclose(decayed["conv"]["kernel"], plain["conv"]["kernel"])
+    np.testing.assert_array_equal(decayed["conv"]["bias"], plain["conv"]["bias"])  # kernels only
+    assert not np.allclose(clipped["conv"]["kernel"], plain["conv"]["kernel"])
 
 
 def test_plot_every_schedule(tmp_path):

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from configs import test as test_config
-from visioncore_jax.optim import build_optimizer
+from visioncore_jax.optim import build_optimizer, optimizer_hyperparams
 from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train.controls import (
     EarlyStoppingState,
@@ -102,8 +102,9 @@ def test_per_module_multipliers_scale_updates_by_the_configured_ratio():
     grads = jax.tree.map(lambda p: p * 2.0, PARAMS)
     plain_tx, _ = build_optimizer(sgd_config(), 10, 100)
     scaled_tx, _ = build_optimizer(sgd_config(lr_multipliers=(("head/.*", 10.0),)), 10, 100)
-    plain, _ = plain_tx.update(grads, plain_tx.init(PARAMS), PARAMS)
-    scaled, _ = scaled_tx.update(grads, scaled_tx.init(PARAMS), PARAMS)
+    args = optimizer_hyperparams(sgd_config().optimizer)
+    plain, _ = plain_tx.update(grads, plain_tx.init(PARAMS), PARAMS, **args)
+    scaled, _ = scaled_tx.update(grads, scaled_tx.init(PARAMS), PARAMS, **args)
     np.testing.assert_allclose(scaled["head"]["kernel"], 10 * plain["head"]["kernel"])
     np.testing.assert_allclose(scaled["head"]["bias"], 10 * plain["head"]["bias"])
     np.testing.assert_allclose(scaled["color"]["kernel"], plain["color"]["kernel"])
@@ -115,10 +116,11 @@ def test_per_module_multipliers_scale_updates_by_the_configured_ratio():
 
 def test_accumulation_equals_one_big_batch_step():
     micro = [jax.tree.map(lambda p, i=i: p * (i + 1.0), PARAMS) for i in range(4)]
-    tx, schedule = build_optimizer(sgd_config(accumulation_steps=4), 10, 100)
+    config = sgd_config(accumulation_steps=4)
+    tx, schedule = build_optimizer(config, 10, 100)
     state, params = tx.init(PARAMS), PARAMS
     for step, grads in enumerate(micro):
-        updates, state = tx.update(grads, state, params)
+        updates, state = tx.update(grads, state, params, **optimizer_hyperparams(config.optimizer))
         params = optax.apply_updates(params, jax.tree.map(lambda u, s=step: u * schedule(s), updates))
         if step < 3:
             jax.tree.map(np.testing.assert_array_equal, params, PARAMS)  # nothing applied before the 4th

@@ -19,7 +19,7 @@ from configs import test as test_config
 from tests.conftest import main_in_process, read_scalars
 from visioncore_jax.data import build_input, to_global_batch
 from visioncore_jax.models import build_model
-from visioncore_jax.optim import build_optimizer
+from visioncore_jax.optim import build_optimizer, optimizer_hyperparams
 from visioncore_jax.train import checkpointing, partitioning, train_and_evaluate
 from visioncore_jax.train.experiment import build_experiment, jitted_steps
 from visioncore_jax.train.metrics import TrainMetrics
@@ -147,7 +147,8 @@ def one_step(config, devices, batch, regularization):
     initial_params = jax.device_get(initial.params)
     metrics = jax.device_put(TrainMetrics.empty(), partitioning.replicated(mesh))
     step = functools.partial(train_step, task=Classification(aux_loss_weight=config.model.aux_loss_weight))
-    hyperparams = partitioning.put_hyperparams({"learning_rate": float(schedule(0)), **regularization}, mesh)
+    hyperparams = partitioning.put_hyperparams({"learning_rate": float(schedule(0)), **regularization,
+                                                **optimizer_hyperparams(config.optimizer)}, mesh)
     state, metrics, _ = partitioning.jit_train_step(step, mesh)(initial, metrics, None, to_global_batch(batch, mesh),
                                                                 hyperparams)
     return model, initial_params, state, metrics.compute()

@@ -2,8 +2,9 @@
 
 The chain produces the updates of learning rate 1; the train step multiplies them by its LR, a runtime input
 computed on the host from the schedule. Every optimizer here applies its LR last (after momentum, Adam's moments,
-decoupled weight decay, LAMB's trust ratio), so this equals the LR inside the chain, and runs or repair trials
-that differ only in LR or schedule share one compiled program.
+decoupled weight decay, LAMB's trust ratio), so this equals the LR inside the chain. The clip norm and the weight
+decay are runtime inputs too: the chain takes them as extra arguments of `update` (`optimizer_hyperparams`). Runs
+or repair trials that differ only in LR, schedule, clip norm or weight decay share one compiled program.
 """
 
 import jax.numpy as jnp
@@ -11,7 +12,16 @@ import ml_collections
 import optax
 
 from visioncore_jax.optim.schedules import build_schedule
-from visioncore_jax.optim.transforms import clip_by_global_norm_with_stats, kernel_mask, scale_by_module, skip_nonfinite
+from visioncore_jax.optim.transforms import (
+    add_decayed_weights,
+    clip_by_global_norm_with_stats,
+    kernel_mask,
+    scale_by_module,
+    skip_nonfinite,
+)
+
+# The settings of `config.optimizer` the chain takes at update time (extra arguments of `tx.update`), not when built.
+RUNTIME_SETTINGS = ("grad_clip_norm", "weight_decay")
 
 
 def _unit_learning_rate(count):
@@ -21,20 +31,28 @@ def _unit_learning_rate(count):
     return jnp.ones((), jnp.float32)
 
 
+def optimizer_hyperparams(opt: ml_collections.ConfigDict) -> dict[str, float]:
+    """The values of `config.optimizer` (`opt`) that the chain takes at update time (`RUNTIME_SETTINGS`):
+    `tx.update(grads, state, params, **optimizer_hyperparams(opt))`."""
+    return {name: float(opt[name]) for name in RUNTIME_SETTINGS}
+
+
 def _base_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """SGD / Adam / AdamW / LAMB at LR 1 with decoupled weight decay masked to kernels."""
+    """SGD / Adam / AdamW / LAMB at LR 1 with weight decay masked to kernels, taken at update time.
+
+    AdamW and LAMB are optax's own chains (`optax.adamw`, `optax.lamb`) with their decay step replaced by one that
+    reads the `update` argument; their states, and so their checkpoints, are the same."""
     schedule = _unit_learning_rate
+    decay = add_decayed_weights(mask=kernel_mask)
     if opt.name == "sgd":
-        decay = optax.add_decayed_weights(opt.weight_decay, mask=kernel_mask)
         return optax.chain(decay, optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
     if opt.name == "adam":
         # Plain Adam with L2 regularization added to the gradient (torch.optim.Adam's weight_decay).
-        decay = optax.add_decayed_weights(opt.weight_decay, mask=kernel_mask)
         return optax.chain(decay, optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps))
+    adam = optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps)
     if opt.name == "adamw":
-        return optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                           mask=kernel_mask)
-    return optax.lamb(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=kernel_mask)
+        return optax.chain(adam, decay, optax.scale_by_learning_rate(schedule))
+    return optax.chain(adam, decay, optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(schedule))
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
@@ -76,9 +94,10 @@ _CHAINS: dict[str, optax.GradientTransformation] = {}
 
 def optimizer_chain(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The configured optimizer chain at LR 1 (see `build_optimizer`); built from `config.optimizer` alone, the
-    same object for equal settings (the learning rate aside)."""
+    same object for equal settings (the learning rate and `RUNTIME_SETTINGS` aside: the train step applies them)."""
     settings = config.optimizer.to_dict()
-    del settings["learning_rate"]  # applied by the train step, not the chain
+    for name in ("learning_rate", *RUNTIME_SETTINGS):
+        del settings[name]
     key = repr(sorted(settings.items()))
     if key not in _CHAINS:
         _CHAINS[key] = _chain(config.optimizer)
@@ -88,12 +107,13 @@ def optimizer_chain(config: ml_collections.ConfigDict) -> optax.GradientTransfor
 def _chain(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """clip (with stats) → optimizer at LR 1 → per-module multipliers [→ MultiSteps], inside the NaN-skip."""
     tx = optax.chain(
-        clip_by_global_norm_with_stats(opt.grad_clip_norm),
+        clip_by_global_norm_with_stats(),
         _base_optimizer(opt),
         scale_by_module(tuple(opt.lr_multipliers)),
     )
     if opt.accumulation_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=opt.accumulation_steps).gradient_transformation()
+        steps = optax.MultiSteps(tx, every_k_schedule=opt.accumulation_steps)
+        tx = optax.GradientTransformationExtraArgs(steps.init, steps.update)  # its update passes extra args on
     return skip_nonfinite(tx)
 
 

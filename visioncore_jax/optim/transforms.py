@@ -1,8 +1,12 @@
-"""Gradient transformations that record what they did, so the train step can report it.
+"""Gradient transformations that record what they did, so the train step can report it, and that take their
+settings at update time, so runs differing only in them share one compiled train step.
 
 Hand-written where optax's versions drop the information we log: `optax.clip_by_global_norm` does not keep the
 pre-clip norm, and `optax.apply_if_finite` neither keeps the longest run of skipped steps nor skips forever (it
-applies non-finite updates after `max_consecutive_errors`).
+applies non-finite updates after `max_consecutive_errors`). `optax.add_decayed_weights` and
+`optax.clip_by_global_norm` bake their value into the compiled program as a constant; here it is an extra argument
+of `update` (optax's `GradientTransformationExtraArgs`, passed down by `optax.chain`, `optax.masked` and
+`optax.MultiSteps`).
 """
 
 import re
@@ -28,25 +32,45 @@ class ClipStatsState(NamedTuple):
     clipped: jax.Array
 
 
-def clip_by_global_norm_with_stats(max_norm: float) -> optax.GradientTransformation:
-    """Scales updates to a global norm of at most `max_norm` (no clipping when `max_norm <= 0`) and records
-    the pre-clip norm and whether clipping was active in its state."""
+def update_argument(extra_args: dict, name: str) -> jax.Array:
+    """The extra argument `name` of an `update` call, as a float32 scalar; a clear error when it is missing."""
+    if name not in extra_args:
+        raise TypeError(f"This optimizer takes {name!r} at update time: call tx.update(grads, state, params, "
+                        f"{name}=...) (the train step passes every value of `optimizer_hyperparams(config)`).")
+    return jnp.asarray(extra_args[name], jnp.float32)
+
+
+def clip_by_global_norm_with_stats() -> optax.GradientTransformationExtraArgs:
+    """Scales updates to a global norm of at most the `update` argument `grad_clip_norm` (no clipping when it is
+    <= 0) and records the pre-clip norm and whether clipping was active in its state."""
 
     def init_fn(params):
         del params
         return ClipStatsState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
         del state, params
+        max_norm = update_argument(extra_args, "grad_clip_norm")
         norm = optax.global_norm(updates)
-        if max_norm <= 0:
-            return updates, ClipStatsState(norm, jnp.zeros((), jnp.float32))
-        clipped = norm > max_norm
+        clipped = (max_norm > 0) & (norm > max_norm)
         scale = jnp.where(clipped, max_norm / norm, 1.0)
         updates = jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
         return updates, ClipStatsState(norm, clipped.astype(jnp.float32))
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def add_decayed_weights(mask) -> optax.GradientTransformationExtraArgs:
+    """`optax.add_decayed_weights(weight_decay, mask)` with `weight_decay` an argument of `update`: adds
+    `weight_decay * param` to the update of every parameter `mask` selects. Its state has the structure of
+    optax's (a `MaskedState` around an `EmptyState`), so checkpoints of either restore into the other."""
+
+    def update_fn(updates, state, params=None, **extra_args):
+        weight_decay = update_argument(extra_args, "weight_decay")
+        return jax.tree.map(lambda u, p: u + weight_decay * p, updates, params), state
+
+    decay = optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
+    return optax.masked(decay, mask)
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -58,17 +82,19 @@ class SkipNonFiniteState(NamedTuple):
     inner_state: optax.OptState
 
 
-def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
     """Wraps `inner` so that a step with any non-finite gradient leaves the parameters and `inner`'s state
-    untouched (zero update), counting the skipped steps and the longest run of consecutive skips."""
+    untouched (zero update), counting the skipped steps and the longest run of consecutive skips. Extra arguments
+    of `update` pass through to `inner`."""
+    inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
         zero = jnp.zeros((), jnp.int32)
         return SkipNonFiniteState(zero, zero, zero, inner.init(params))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
         finite = all_finite(updates)
-        new_updates, new_inner = inner.update(updates, state.inner_state, params)
+        new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         inner_state = jax.tree.map(keep, new_inner, state.inner_state)
         new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), new_updates)
@@ -80,7 +106,7 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
             inner_state=inner_state,
         )
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def kernel_mask(params) -> dict:

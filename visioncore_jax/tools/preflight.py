@@ -316,8 +316,8 @@ def check_overfit_one_batch(ctx: _Context) -> CheckResult:
     overfit = experiment.with_schedule(optax.constant_schedule(OVERFIT_LR), optimizer=adam.optimizer)
     state = overfit.init_state()
     step_fn, _ = jitted_steps(overfit)
-    hyperparams = partitioning.put_hyperparams({"learning_rate": OVERFIT_LR, "dropout_rate": 0.0,
-                                                "label_smoothing": 0.0}, mesh)
+    hyperparams = partitioning.put_hyperparams({**overfit.hyperparams(0, learning_rate=OVERFIT_LR),
+                                                **NO_REGULARIZATION}, mesh)
     round_steps = int(ctx.config.diagnostics.overfit_steps)
 
     def fitted(state) -> tuple[float, float]:

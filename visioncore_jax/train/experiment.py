@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from visioncore_jax.data import InputPipeline, build_input
 from visioncore_jax.errors import InputError
 from visioncore_jax.models import build_model
-from visioncore_jax.optim import build_optimizer, durations
+from visioncore_jax.optim import build_optimizer, durations, optimizer_hyperparams
 from visioncore_jax.optim.optimizers import optimizer_and_learning_rate
 from visioncore_jax.optim.regularization import regularization_at
 from visioncore_jax.train import partitioning
@@ -82,12 +82,14 @@ class Experiment:
         return rates[:self.num_train_steps]
 
     def hyperparams(self, step: int, learning_rate: float | None = None) -> dict[str, float]:
-        """The runtime hyperparameters of train step `step` (0-based): its scheduled LR (or `learning_rate`) and
-        the progressive regularization's dropout rate and label smoothing."""
+        """The runtime hyperparameters of train step `step` (0-based): its scheduled LR (or `learning_rate`), the
+        progressive regularization's dropout rate and label smoothing, and the optimizer's clip norm and weight
+        decay."""
         if learning_rate is None:
             learning_rate = self.learning_rates[step]
         epoch = step / self.steps_per_epoch
-        return {"learning_rate": float(learning_rate), **regularization_at(self.config, epoch)}
+        return {"learning_rate": float(learning_rate), **regularization_at(self.config, epoch),
+                **optimizer_hyperparams(self.config.optimizer)}
 
     def with_schedule(self, schedule: optax.Schedule,
                       optimizer: ml_collections.ConfigDict | None = None) -> "Experiment":
@@ -166,20 +168,20 @@ def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | No
 
 def step_options(experiment: Experiment) -> dict:
     """The keyword arguments that bind `train_step` to this experiment."""
-    return dict(task=experiment.task, weight_decay=float(experiment.config.optimizer.weight_decay))
+    return dict(task=experiment.task)
 
 
 def jitted_steps(experiment: Experiment):
     """`(train_fn, eval_fn)`: the task's train and eval steps, jitted over the mesh. The train step computes
-    the diagnostics statistics when given an aggregate instead of None. Experiments with the same mesh, task and
-    weight decay get the same functions, whose compiled programs are then reused for equal models and optimizer
-    settings (see `_interned`, `optimizer_chain`)."""
+    the diagnostics statistics when given an aggregate instead of None. Experiments with the same mesh and task
+    get the same functions, whose compiled programs are then reused for equal models and optimizer settings (see
+    `_interned`, `optimizer_chain`)."""
     return _jitted_steps(experiment.mesh, **step_options(experiment))
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_steps(mesh: Mesh, task, weight_decay: float):
-    """The jitted train and eval steps bound to `task` and `weight_decay`."""
-    train_fn = partitioning.jit_train_step(functools.partial(train_step, task=task, weight_decay=weight_decay), mesh)
+def _jitted_steps(mesh: Mesh, task):
+    """The jitted train and eval steps bound to `task`."""
+    train_fn = partitioning.jit_train_step(functools.partial(train_step, task=task), mesh)
     eval_fn = partitioning.jit_eval_step(functools.partial(eval_step, task=task), mesh)
     return train_fn, eval_fn

@@ -27,10 +27,10 @@ class TrainState(struct.PyTreeNode):
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
-    def apply_gradients(self, grads, batch_stats, learning_rate: jax.Array) -> "TrainState":
+    def apply_gradients(self, grads, batch_stats, learning_rate: jax.Array, **optimizer_args) -> "TrainState":
         """Applies one optimizer update at `learning_rate` (times `lr_scale`) and the new BatchNorm statistics;
-        advances the step."""
-        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        advances the step. `optimizer_args` are the values `tx` takes at update time (`optimizer_hyperparams`)."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **optimizer_args)
         step_size = learning_rate * self.lr_scale
         updates = jax.tree.map(lambda u: u * step_size.astype(u.dtype), updates)
         params = optax.apply_updates(self.params, updates)

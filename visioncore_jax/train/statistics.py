@@ -93,7 +93,7 @@ def _sown_stats(sown) -> dict[str, jax.Array]:
     return {key: jnp.mean(jnp.stack(values)) for key, values in flat.items()}
 
 
-def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay: float) -> "StatVector":
+def step_statistics(*, grads, params, new_params, sown, data_loss, weight_decay) -> "StatVector":
     """Scalars of one step, as a `StatVector` (read like a dict) keyed by record path.
 
     `modules/<m>/{grad_norm,param_norm,update_norm,update_ratio}`, `pathways/<p>/{grad_norm,grad_share}`

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from visioncore_jax.models.layers import DIAGNOSTICS
 from visioncore_jax.optim import optimizer_metrics
+from visioncore_jax.optim.optimizers import RUNTIME_SETTINGS
 from visioncore_jax.optim.transforms import all_finite
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics
 from visioncore_jax.train.state import TrainState
@@ -34,7 +35,7 @@ def training_loss(apply_fn, params, batch_stats, batch: Mapping[str, jax.Array],
 
 
 def _step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array], *,
-          collect: bool, task, weight_decay: float):
+          collect: bool, task):
     """The update of one step: `(new_state, per-step scalars, diagnostics statistics or None)`."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -48,7 +49,8 @@ def _step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mappin
     finite = jnp.isfinite(loss) & all_finite(grads)
     batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_variables["batch_stats"],
                                state.batch_stats)
-    new_state = state.apply_gradients(grads, batch_stats, hyperparams["learning_rate"])
+    new_state = state.apply_gradients(grads, batch_stats, hyperparams["learning_rate"],
+                                      **{name: hyperparams[name] for name in RUNTIME_SETTINGS})
 
     opt_stats = optimizer_metrics(new_state.opt_state)
     scalars = dict(
@@ -63,7 +65,8 @@ def _step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mappin
     if not collect:
         return new_state, scalars, None
     stats = step_statistics(grads=grads, params=state.params, new_params=new_state.params,
-                            sown=new_variables.get(DIAGNOSTICS, {}), data_loss=loss, weight_decay=weight_decay)
+                            sown=new_variables.get(DIAGNOSTICS, {}), data_loss=loss,
+                            weight_decay=hyperparams["weight_decay"])
     extra = {f"scalars/{name}": jnp.asarray(scalars[name], jnp.float32).mean()
              for name in ("accuracy", "learning_rate", "grad_norm", "clipped")}
     skipped_before = optimizer_metrics(state.opt_state)["skipped_steps"]
@@ -79,35 +82,33 @@ def train_step(
     hyperparams: Mapping[str, jax.Array],
     *,
     task=CLASSIFICATION,
-    weight_decay: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics, dict | None]:
     """One optimizer step on `batch`; returns the new state, `metrics` merged with this step's and, when
     `statistics` (an aggregate from `empty_statistics`) is not None, the aggregate with this step's
     diagnostics statistics added. With `statistics=None` none of them is computed.
 
-    `hyperparams` holds the step's `learning_rate`, `dropout_rate` and `label_smoothing` as values (see
-    `Experiment.hyperparams`): schedules, progressive regularization and runs differing only in them share one
-    compiled step. The loss is `task.data_loss` (weight decay lives in the optimizer; its implied
-    L2 penalty `weight_decay` is reported as `reg_loss`). A step whose loss or gradients are non-finite keeps
+    `hyperparams` holds the step's `learning_rate`, `dropout_rate`, `label_smoothing`, `grad_clip_norm` and
+    `weight_decay` as values (see `Experiment.hyperparams`): schedules, progressive regularization and runs
+    differing only in them share one compiled step. The loss is `task.data_loss` (weight decay lives in the
+    optimizer; its implied L2 penalty is reported as `reg_loss`). A step whose loss or gradients are non-finite keeps
     the old BatchNorm statistics; the optimizer's NaN-skip keeps the old parameters.
     """
     if statistics is None:
-        new_state, scalars, stats = _step(state, batch, hyperparams, collect=False, task=task,
-                                          weight_decay=weight_decay)
+        new_state, scalars, stats = _step(state, batch, hyperparams, collect=False, task=task)
     else:
-        new_state, scalars, stats = _collecting_step(state, batch, hyperparams, task=task, weight_decay=weight_decay)
+        new_state, scalars, stats = _collecting_step(state, batch, hyperparams, task=task)
     metrics = metrics.merge(TrainMetrics.single_from_model_output(**scalars))
     if stats is not None:
         statistics = accumulate(statistics, stats, new_state.step)
     return new_state, metrics, statistics
 
 
-@functools.partial(jax.jit, static_argnames=("task", "weight_decay"))
+@functools.partial(jax.jit, static_argnames=("task",))
 def _collecting_step(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array], *,
-                     task, weight_decay: float):
+                     task):
     """`_step` with its diagnostics statistics, jitted so that the model is traced once for both uses: jit's
     trace cache hands `train_step`'s trace the trace `empty_statistics` made for the aggregate's keys."""
-    return _step(state, batch, hyperparams, collect=True, task=task, weight_decay=weight_decay)
+    return _step(state, batch, hyperparams, collect=True, task=task)
 
 
 def empty_statistics(state: TrainState, batch: Mapping[str, jax.Array], hyperparams: Mapping[str, jax.Array],
