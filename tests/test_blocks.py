@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from configs import vc_resnet
+from tests.conftest import init_variables
 from visioncore_jax.models import build_model
 from visioncore_jax.models.attention import CBAM, SqueezeExcitation
 from visioncore_jax.models.conv_block import ConvBlock, ResBlock, activation_init
@@ -245,10 +246,11 @@ def test_vc_resnet_builds_from_its_config():
     config = vc_resnet.get_config()
     model = build_model(config, 10)
     inputs = {"color": jnp.zeros((2, 32, 32, 3)), "brightness": jnp.zeros((2, 32, 32, 1))}
-    variables = model.init(jax.random.PRNGKey(0), inputs, train=False)
+    variables = init_variables(model, inputs, train=False)
     assert {"stem", "stage0_block0", "stage2_block0", "head"} <= set(variables["params"])
     assert "attention" in variables["params"]["stage1_block0"]
-    assert model.apply(variables, inputs, train=False)["logits"].shape == (2, 10)
+    outputs = jax.eval_shape(functools.partial(model.apply, train=False), variables, inputs)
+    assert outputs["logits"].shape == (2, 10)
 
 
 def test_behavior_modulation_appends_an_embedded_behavior_to_the_gru_input():
@@ -274,13 +276,12 @@ def test_unet_segments_with_attention_in_the_encoder():
     model = UNet(num_classes=3, widths=(8, 16, 32), conv={"norm": "batch"}, attention="cbam",
                  attention_options={"reduction": 4})
     inputs = {"color": jnp.asarray(RNG.normal(size=(2, 16, 16, 3)), jnp.float32)}
-    # Jitted: op by op, init and apply dispatched hundreds of small programs (17 s on 2 CPU cores).
-    init = jax.jit(functools.partial(model.init, train=False))
-    variables = init(jax.random.PRNGKey(0), inputs)
+    variables = init_variables(model, inputs, train=False)
     assert all("attention" in variables["params"][f"encoder{i}"] for i in range(3))
     assert "attention" not in variables["params"]["decoder0"]
     apply = functools.partial(model.apply, train=True, mutable=["batch_stats", "intermediates"])
     outputs, _ = jax.jit(apply)(variables, inputs)
     assert outputs["logits"].shape == (2, 16, 16, 3) and outputs["logits"].dtype == jnp.float32
     with pytest.raises(ValueError, match="divisible by 4"):
-        init(jax.random.PRNGKey(0), {"color": jnp.zeros((1, 18, 18, 3))})
+        jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                       {"color": jnp.zeros((1, 18, 18, 3))})

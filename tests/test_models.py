@@ -8,6 +8,7 @@ import numpy as np
 
 from configs import cifar100_mc
 from configs import test as test_config
+from tests.conftest import init_variables
 from visioncore_jax.models import build_model
 from visioncore_jax.models.layers import Dropout, kaiming_fan_out
 
@@ -41,7 +42,7 @@ def test_single_pathway_count_matches_closed_form():
 def test_pathways_have_disjoint_parameters_and_do_not_mix():
     config = test_config.get_config()
     model = build_model(config, 10)
-    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(0), INPUTS)
+    variables = init_variables(model, INPUTS, train=False)
     assert set(variables["params"]) == {"color", "brightness", "head"}
     assert variables["params"]["brightness"]["stem_conv"]["kernel"].shape[2] == 1
     assert variables["params"]["color"]["stem_conv"]["kernel"].shape[2] == 3
@@ -88,8 +89,7 @@ def test_train_mode_updates_batch_stats_and_bfloat16_keeps_float32_params():
     config = test_config.get_config()
     config.training.dtype = "bfloat16"
     model = build_model(config, 10)
-    # Jitted: op by op, init and apply dispatched ~1,000 small programs (11 s on 2 CPU cores).
-    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(0), INPUTS)
+    variables = init_variables(model, INPUTS, train=False)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
     inputs = {k: v + 1.0 for k, v in INPUTS.items()}
     apply = functools.partial(model.apply, train=True, mutable=["batch_stats"])

@@ -8,6 +8,7 @@ missing, unexpected or of the wrong shape are reported together in one `Conversi
 """
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ from flax import traverse_util
 from visioncore_jax.models import build_model
 from visioncore_jax.models.recurrent import ConvGRU
 from visioncore_jax.optim.optimizers import optimizer_chain
-from visioncore_jax.train import checkpointing
+from visioncore_jax.train import checkpointing, partitioning
 from visioncore_jax.train.controls import LoopState
 from visioncore_jax.train.state import TrainState, create_train_state
 
@@ -228,8 +229,11 @@ def example_inputs(config: ml_collections.ConfigDict) -> dict:
 
 def initial_state(config: ml_collections.ConfigDict, model) -> TrainState:
     """The train state main.py would start `model` with, built without the dataset (the optimizer chain does not
-    depend on the schedule: the LR is a train step input)."""
-    return create_train_state(model, optimizer_chain(config), example_inputs(config), config.seed)
+    depend on the schedule: the LR is a train step input), by one program compiled to run once: op by op, the
+    initialisers of a ResNet compile one small program per parameter shape."""
+    init = jax.jit(functools.partial(create_train_state, model, optimizer_chain(config), example_inputs(config),
+                                     config.seed))
+    return partitioning.compile_run_once(init)()
 
 
 def write_workdir(config: ml_collections.ConfigDict, model, variables: dict, workdir: str) -> None:
