@@ -110,7 +110,7 @@ def base_config(family: str, dataset: str, ctx: Context, digits: str = "clean", 
     an evaluation (a diagnostics record) every 10 steps, no report plots."""
     if family in ("dual_resnet", "resnet"):
         config = test_config.get_config()
-        config.model.name = family
+        config.model.update(name=family, num_blocks=(1, 1, 1, 1))  # four stages, as every recorded zoo run had
     elif family == "vc_resnet":
         config = vc_resnet.get_config()
         config.model.vc.channels = (8, 16, 32)

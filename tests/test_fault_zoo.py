@@ -202,6 +202,9 @@ def test_over_regularization(config, pipeline, tmp_path):
 
 def test_overfitting_128_images_40_epochs(config, tmp_path):
     config.data.train_split = "train[:128]"  # 4 steps an epoch
+    # Four stages: the capacity to memorize 128 images in 160 steps. The 2-stage test model reaches 50% train
+    # accuracy (width 8) or 85% with eval loss flat within 12% (width 32): not memorizing, and no finding.
+    config.model.num_blocks = (1, 1, 1, 1)
     config.model.dropout = 0.0
     config.optimizer.weight_decay = 0.0
     config.data.update(crop_padding=0, random_flip=False)

@@ -55,10 +55,11 @@ def test_a_repair_takes_only_its_own_fields_from_the_command_line(tmp_path):
 
 def test_load_run_config_restores_tuples(tmp_path):
     config = test_config.get_config()
+    config.model.num_blocks = (1, 2, 1)
     config.optimizer.lr_multipliers = (("head/.*", 2.0),)
     (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
     loaded = load_run_config(str(tmp_path))
-    assert loaded.model.num_blocks == (1, 1, 1, 1) and loaded.optimizer.lr_multipliers == (("head/.*", 2.0),)
+    assert loaded.model.num_blocks == (1, 2, 1) and loaded.optimizer.lr_multipliers == (("head/.*", 2.0),)
     with pytest.raises(ValueError, match="holds no run"):
         load_run_config(str(tmp_path / "missing"))
 

@@ -324,6 +324,16 @@ def test_findings_carry_where_and_the_run_s_own_numbers():
     assert plateau.steps == (600, 1000) and plateau.recommendations[0] == "--config.optimizer.learning_rate=0.003"
 
 
+def test_a_collapse_onto_one_class_explains_the_train_eval_gap():
+    # Training labels dominated by one class: train accuracy climbs by predicting it, eval loss rises, and every
+    # eval prediction is that class. Overfitting's rule fires too, but a memorizing model's predictions spread.
+    predicted = [0.98] + [0.02 / (K - 1)] * (K - 1)
+    collapsed = analyze(make_run(**FAULTS_OVERFIT, predicted=predicted))
+    assert collapsed[0].id == "one_class_collapse" and collapsed[0].evidence["explains"] == ["overfitting"]
+    assert {f.id: f.explained_by for f in collapsed}["overfitting"] == "one_class_collapse"
+    assert analyze(make_run(**FAULTS_OVERFIT))[0].id == "overfitting"  # predictions spread: memorizing
+
+
 def test_overfitting_advice_addresses_a_sliced_split_and_missing_augmentation_first():
     def advice(**config):
         base = {"model.dropout": 0.0, "optimizer.weight_decay": 0.0}
