@@ -27,6 +27,8 @@ setup(
         "importlib_resources>=6",
         # Reading .safetensors state dicts in visioncore_jax.convert (PyTorch checkpoints without torch).
         "safetensors>=0.4",
+        # JAX's persistent compilation cache needs it to enforce the size cap main.py sets.
+        "filelock>=3.12",
     ],
     extras_require={
         # scikit-learn: its digits written as a real third-party image folder (tests, the fault-zoo benchmark).

@@ -1,14 +1,20 @@
 r"""Start-up cost of a run: compiling and running the state initialisation with XLA:CPU's default optimisation
-and with `partitioning.RUN_ONCE_CPU_OPTIONS` (what training uses), alternating in one process; and the number
-of XLA compilations and the wall time of a whole 6-step run of configs/test.py (4 checkpoints).
+and with `partitioning.RUN_ONCE_CPU_OPTIONS` (what training uses), alternating in one process; the number
+of XLA compilations and the wall time of a whole 6-step run of configs/test.py (4 checkpoints); and with
+`--restart_config`, the wall time of `python main.py` (a 2-step run) without JAX's persistent compilation cache,
+with main.py's default cache empty, and with it filled by that run, alternating in fresh processes.
 
   python -m benchmarks.startup --models=default,cifar100_mc --rounds=3
+  python -m benchmarks.startup --models= --restart_config=configs/default.py --rounds=3
 """
 
 import importlib
 import logging
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -24,6 +30,7 @@ from visioncore_jax.train.state import create_train_state
 flags.DEFINE_list("models", ["default", "cifar100_mc"], "Config modules whose state initialisation is timed.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds per variant.")
 flags.DEFINE_string("data_dir", "", "TFDS data dir of the embedded dataset for the whole-run measurement.")
+flags.DEFINE_string("restart_config", "", "Config file of the restart measurement ('' skips it).")
 FLAGS = flags.FLAGS
 VARIANTS = {"default": None, "run-once": partitioning.RUN_ONCE_CPU_OPTIONS}
 
@@ -78,8 +85,38 @@ def _whole_run(data_dir: str) -> tuple[int, float]:
     return counter.count, time.perf_counter() - start
 
 
+RESTART_VARIANTS = ("cache off", "cache empty", "cache filled")
+
+
+def _restart_seconds(config_path: str, data_dir: str, home: str, variant: str) -> float:
+    """Wall seconds of `python main.py` running `config_path` for 2 steps in a fresh process whose home is `home`,
+    with JAX's persistent compilation cache as `variant` says (main.py's default dir under `home`, or off)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("JAX_COMPILATION_CACHE")}
+    env["HOME"] = home
+    if variant == "cache off":
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    overrides = ["--config.training.num_epochs=-1", "--config.training.num_train_steps=2",
+                 "--config.schedule.warmup_epochs=0", "--config.diagnostics.report=False"]
+    if data_dir:
+        overrides.append(f"--config.data.data_dir={data_dir}")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "main.py", f"--workdir={tempfile.mkdtemp()}", f"--config={config_path}",
+                    *overrides], env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def main(argv):
     del argv
+    if FLAGS.restart_config:
+        seconds = {variant: [] for variant in RESTART_VARIANTS}
+        for _ in range(FLAGS.rounds):
+            home = tempfile.mkdtemp()  # an empty cache each round: "cache empty" fills it, "cache filled" reads it
+            for variant in RESTART_VARIANTS:
+                seconds[variant].append(_restart_seconds(FLAGS.restart_config, FLAGS.data_dir, home, variant))
+        for variant, values in seconds.items():
+            print(f"{FLAGS.restart_config}, 2 steps, {variant:12s}: median {statistics.median(values):5.1f} s  "
+                  f"{[round(v, 1) for v in values]}")
+        return
     jax.config.update("jax_enable_compilation_cache", False)
     print(f"{jax.devices()[0].platform}, {jax.device_count()} device(s), jax {jax.__version__}")
     for name in FLAGS.models:
