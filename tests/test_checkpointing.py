@@ -103,3 +103,25 @@ def test_restore_before_a_step_skips_newer_checkpoints(workdir):
     with checkpointing.create_manager(workdir, max_to_keep=5) as manager:
         state, restored = checkpointing.restore_latest(manager, tiny_state(0), before=5)
     assert int(state.step) == 4 and restored.loop == {"step": 4}
+
+
+def test_callbacks_into_a_closed_event_loop_are_dropped_and_other_unraisables_kept(monkeypatch):
+    """After a failed restore, TensorStore reads still in flight post to orbax's closed asyncio loop: Python would
+    print a traceback for each. Restoring installs a hook that drops exactly those."""
+    import sys
+    import types
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    checkpointing._silence_closed_loop_callbacks()
+    checkpointing._silence_closed_loop_callbacks()  # installed once, however many restores
+
+    def unraisable(error):
+        return types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None, err_msg=None,
+                                     object=None)
+
+    for error in (RuntimeError("Event loop is closed"), RuntimeError("something else"),
+                  ValueError("Event loop is closed")):
+        sys.unraisablehook(unraisable(error))
+    assert [(s.exc_type, str(s.exc_value)) for s in seen] == [
+        (RuntimeError, "something else"), (ValueError, "Event loop is closed")]
