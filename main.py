@@ -145,7 +145,7 @@ def initialize_distributed() -> None:
 
 # JAX's persistent compilation cache, on by default: a restart (a resume, --mode=eval or repair, a rerun with
 # another LR, schedule, clip norm or weight decay) reads the compiled train step instead of compiling it again
-# (configs/default.py's 2-step run: 22.7 s -> 14.1 s on 2 CPU cores; BENCHMARKS.md, "Start-up"). Capped, since
+# (configs/default.py's 2-step run: 22.3 s -> 14.0 s on 2 CPU cores; BENCHMARKS.md, "Start-up"). Capped, since
 # it lives in the home directory; JAX evicts the least recently used entries beyond the cap.
 COMPILATION_CACHE_SUBDIR = os.path.join(".cache", "visioncore_jax", "jax_compilation_cache")
 COMPILATION_CACHE_MAX_BYTES = 2 * 2**30
