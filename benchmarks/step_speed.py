@@ -37,7 +37,7 @@ from absl import app, flags
 from configs import cifar100_mc, cifar100_resnet, default, seg_cbam, video_convgru
 from visioncore_jax.data import DatasetInfo, to_global_batch
 from visioncore_jax.train import partitioning, train_and_evaluate
-from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps, step_options
+from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps
 from visioncore_jax.train.metrics import TrainMetrics
 from visioncore_jax.train.steps import empty_statistics
 
@@ -150,7 +150,7 @@ class StepTimer:
         self.state = experiment.init_state()
         self.compiled = {}
         self.empty = jax.device_get(empty_statistics(self.state, self.batch, self.hyperparams,
-                                                     **step_options(experiment)))
+                                                     task=experiment.task))
 
     def step_args(self, statistics: bool):
         """The step's arguments: (state, empty metrics, empty statistics or None, batch, hyperparameters)."""

@@ -107,14 +107,14 @@ def test_restore_before_a_step_skips_newer_checkpoints(workdir):
 
 def test_callbacks_into_a_closed_event_loop_are_dropped_and_other_unraisables_kept(monkeypatch):
     """After a failed restore, TensorStore reads still in flight post to orbax's closed asyncio loop: Python would
-    print a traceback for each. Restoring installs a hook that drops exactly those."""
+    print a traceback for each. Making a checkpoint manager installs a hook that drops exactly those."""
     import sys
     import types
 
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
     checkpointing._silence_closed_loop_callbacks()
-    checkpointing._silence_closed_loop_callbacks()  # installed once, however many restores
+    checkpointing._silence_closed_loop_callbacks()  # installed once, however many managers
 
     def unraisable(error):
         return types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None, err_msg=None,

@@ -310,7 +310,7 @@ def test_repair_of_a_run_with_lr_times_100_finds_a_verified_fix(tfds_data_dir, t
     assert baseline_scores.metric() == pytest.approx(baseline["metric"])
     assert best["margin"] == pytest.approx(verification.paired_margin(baseline_scores, scores))
     assert best["overrides"]["optimizer.learning_rate"] < 1.0
-    records = (tmp_path / "run" / "diagnostics" / "repair" / best["name"] / "diagnostics" / "eval.jsonl")
+    records = trials_dir / best["name"] / "diagnostics" / "eval.jsonl"
     assert len(records.read_text().splitlines()) >= 3
     assert "## Verified repair" in (tmp_path / "run" / "diagnostics" / "report.md").read_text()
 

@@ -48,6 +48,28 @@ def latest_saved_step(workdir: str) -> int:
     return max(ocp.path.step.checkpoint_steps(directory), default=0) if os.path.isdir(directory) else 0
 
 
+def _closed_loop_callback(unraisable) -> bool:
+    """Whether an unraisable exception is a callback posted to an asyncio loop that has closed."""
+    return unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+
+
+def _silence_closed_loop_callbacks() -> None:
+    """Drops the `RuntimeError('Event loop is closed')` of TensorStore reads that finish after orbax's restore of
+    a damaged checkpoint failed and closed its asyncio loop: Python prints each as a traceback (234 for one
+    truncated checkpoint of the test model), around the one warning that says what happened. Hand-written: orbax
+    leaves those reads running. Every other unraisable exception reaches the hook installed before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
+
+
 def create_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
     """A manager that keeps the `max_to_keep` latest checkpoints plus the best by `eval_accuracy`. Leftover
     `*.orbax-checkpoint-tmp*` directories of saves cut short are logged and removed (orbax never lists them)."""
@@ -56,6 +78,7 @@ def create_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
     if leftovers and jax.process_index() == 0:
         logging.warning("Removing %d unfinished checkpoint save(s) of an interrupted run: %s", len(leftovers),
                         ", ".join(os.path.basename(p) for p in leftovers))
+    _silence_closed_loop_callbacks()  # every restore through this manager (training, eval) may fail mid-read
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policies.AnyPreservationPolicy(
             [
@@ -156,28 +179,6 @@ def _move_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> 
     manager.reload()
 
 
-def _closed_loop_callback(unraisable) -> bool:
-    """Whether an unraisable exception is a callback posted to an asyncio loop that has closed."""
-    return unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
-
-
-def _silence_closed_loop_callbacks() -> None:
-    """Drops the `RuntimeError('Event loop is closed')` of TensorStore reads that finish after orbax's restore of
-    a damaged checkpoint failed and closed its asyncio loop: Python prints each as a traceback (234 for one
-    truncated checkpoint of the test model), around the one warning that says what happened. Hand-written: orbax
-    leaves those reads running. Every other unraisable exception reaches the hook installed before."""
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_closed_loop_callbacks", False):
-        return
-
-    def hook(unraisable):
-        if not _closed_loop_callback(unraisable):
-            previous(unraisable)
-
-    hook.drops_closed_loop_callbacks = True
-    sys.unraisablehook = hook
-
-
 def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
                    before: int | None = None) -> tuple[TrainState, Restored | None]:
     """Returns `(state, restored)` from the newest readable checkpoint (at a step <= `before` when given),
@@ -188,7 +189,6 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
     optimizer set-up, and NoReadableCheckpointError when there were checkpoints but none could be read.
     """
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.checkpoint_items())
-    _silence_closed_loop_callbacks()
     moved = []
     while True:
         steps = [s for s in manager.all_steps() if before is None or s <= before]

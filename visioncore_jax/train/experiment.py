@@ -166,17 +166,12 @@ def build_experiment(config: ml_collections.ConfigDict, *, model: nn.Module | No
     )
 
 
-def step_options(experiment: Experiment) -> dict:
-    """The keyword arguments that bind `train_step` to this experiment."""
-    return dict(task=experiment.task)
-
-
 def jitted_steps(experiment: Experiment):
     """`(train_fn, eval_fn)`: the task's train and eval steps, jitted over the mesh. The train step computes
     the diagnostics statistics when given an aggregate instead of None. Experiments with the same mesh and task
     get the same functions, whose compiled programs are then reused for equal models and optimizer settings (see
     `_interned`, `optimizer_chain`)."""
-    return _jitted_steps(experiment.mesh, **step_options(experiment))
+    return _jitted_steps(experiment.mesh, experiment.task)
 
 
 @functools.lru_cache(maxsize=8)

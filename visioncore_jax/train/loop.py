@@ -25,7 +25,7 @@ from visioncore_jax.diagnostics import records as diagnostics_records
 from visioncore_jax.optim import optimizer_metrics
 from visioncore_jax.train import checkpointing, partitioning, writers
 from visioncore_jax.train.controls import LoopState, after_eval, check_rollback_budget, needs_rollback
-from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps, step_options
+from visioncore_jax.train.experiment import Experiment, build_experiment, jitted_steps
 from visioncore_jax.train.metrics import EvalMetrics, TrainMetrics, prefixed
 from visioncore_jax.train.state import TrainState
 from visioncore_jax.train.statistics import forward_order, module_names
@@ -121,7 +121,7 @@ class _Diagnostics:
             return None
         if self._empty is None:
             self._empty = jax.device_get(empty_statistics(state, batch, hyperparams,
-                                                          **step_options(self._experiment)))
+                                                          task=self._experiment.task))
         aggregate, self.pending = _from_leaves(self._empty, self.pending), None
         return jax.device_put(aggregate, partitioning.replicated(self._experiment.mesh))
 
